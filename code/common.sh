@@ -1,0 +1,44 @@
+# Shared by code/main.sh and the stage drivers: settings (each overridable from the environment) and the launcher.
+# shellcheck shell=bash
+CODE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$CODE_DIR")
+
+TASKS=${TASKS:-Task09_Spleen}          # space-separated MSD task folder names
+FOLDS=${FOLDS:-"0 1 2 3 4"}            # folds to retrain, test and fuse
+SEARCH_FOLD=${SEARCH_FOLD:-0}          # fold whose training part the search uses
+NGPU=${NGPU:-1}                        # processes per node (one per GPU; on a CPU, processes)
+MEM=${MEM:-0.8}                        # memory budget of the search (fraction of the full supernet)
+DATA_ROOT=${DATA_ROOT:-$REPO_DIR/data} # folder holding the task folders
+WORK_ROOT=${WORK_ROOT:-$REPO_DIR/work} # run folders go here
+PRESET=${PRESET:-}                     # preset YAML; empty: configs/<task>.yaml when it exists
+LAUNCHER=${LAUNCHER:-auto}             # auto, horovod, torch or none (for NGPU > 1)
+FORCE=${FORCE:-0}                      # 1: redo stages whose outputs exist
+PYTHON=${PYTHON:-python}
+EXTRA_ARGS=${EXTRA_ARGS:-}             # appended to every stage's command line
+
+preset_for() {  # preset_for TASK -> "--config FILE" or nothing
+  local p=$PRESET
+  if [ -z "$p" ] && [ -f "$REPO_DIR/configs/$1.yaml" ]; then p="$REPO_DIR/configs/$1.yaml"; fi
+  if [ -n "$p" ]; then echo "--config $p"; fi
+}
+
+search_dir() {  # search_dir TASK -> the search run folder (seed naming)
+  echo "$WORK_ROOT/search-bilevel-ent-mem${MEM}-$1"
+}
+
+launch() {  # launch SCRIPT ARGS... : one process, or NGPU of them with horovodrun or torchrun
+  local script=$CODE_DIR/$1
+  shift
+  if [ "$NGPU" -le 1 ] || [ "$LAUNCHER" = none ]; then
+    "$PYTHON" "$script" "$@"
+  elif [ "$LAUNCHER" = horovod ] || { [ "$LAUNCHER" = auto ] && command -v horovodrun >/dev/null 2>&1; }; then
+    horovodrun -np "$NGPU" "$PYTHON" "$script" "$@"
+  else
+    "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NGPU" "$script" "$@"
+  fi
+}
+
+common_args() {  # common_args TASK -> the options every stage shares
+  # shellcheck disable=SC2086
+  echo $(preset_for "$1") --data_root "$DATA_ROOT" --task "$1" --work_root "$WORK_ROOT" --mem "$MEM" $EXTRA_ARGS
+}

@@ -1,0 +1,365 @@
+"""Every option of every stage, in one place: name, type, default (the paper's value) and a one-line meaning.
+
+Precedence, lowest first: the defaults below, the preset file given by ``--config`` (its top-level keys, then its
+section named after the stage: ``search:``, ``retrain:``, ``test:`` or ``fuse:``), then the command line.
+An unknown key in a preset, or a value of the wrong type, is an error naming the file and the key.
+
+    cfg = load_config(sys.argv[1:], stage="search")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dints.errors import ConfigError  # noqa: E402
+
+STAGES = ("search", "retrain", "test", "fuse")
+
+# Defaults that differ between stages (DESIGN.md §5 and §7).
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "search": {"batch_size": 1, "iters": 20000, "warmup_iters": 10000, "channel_mul": 0.5, "val_interval": 1000},
+    # retrain: channel_mul None = twice the searched architecture's channel_mul.
+    "retrain": {"batch_size": 2, "iters": 20000, "warmup_iters": 0, "channel_mul": None, "val_interval": 1000},
+    "test": {"batch_size": 1, "iters": 0, "warmup_iters": 0, "channel_mul": None, "val_interval": 0},
+    "fuse": {"batch_size": 1, "iters": 0, "warmup_iters": 0, "channel_mul": None, "val_interval": 0},
+}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default; keeps the description's line breaks."""
+
+    def _fill_text(self, text, width, indent):  # noqa: D102
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
+def build_parser(stage: str) -> argparse.ArgumentParser:
+    """The argparse parser of one stage (every stage shares every option; defaults may differ per stage)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    sd = STAGE_DEFAULTS[stage]
+    p = argparse.ArgumentParser(
+        prog=f"{stage}.py",
+        description=f"DiNTS stage '{stage}'. Options come from the defaults, then --config PRESET.yaml, then flags.",
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("--config", type=str, default=None, help="preset YAML file (e.g. configs/tiny.yaml) setting defaults")
+
+    g = p.add_argument_group("task and data")
+    g.add_argument("--data_root", type=str, default="data", help="folder holding MSD task folders")
+    g.add_argument("--task", type=str, default=None, help="task folder name; the dataset is <data_root>/<task>/dataset.json")
+    g.add_argument("--work_root", type=str, default="work", help="where run folders, splits and caches go")
+    g.add_argument("--fold", type=int, default=0, help="cross-validation fold to run (0-based)")
+    g.add_argument("--num_folds", type=int, default=5, help="number of cross-validation folds")
+    g.add_argument("--in_channels", type=int, default=None, help="input channels (default: from dataset.json 'modality')")
+    g.add_argument("--num_classes", type=int, default=None, help="classes incl. background (default: from dataset.json 'labels')")
+    g.add_argument("--spacing", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("X", "Y", "Z"),
+                   help="target voxel spacing in mm; 'native' (preset: null) keeps each image's spacing")
+    g.add_argument("--intensity", type=str, default="zscore", choices=["ct", "zscore", "zscore_nonzero"],
+                   help="intensity normalisation: CT window to [0,1], z-score, or z-score over non-zero voxels (per channel)")
+    g.add_argument("--ct_window", type=float, nargs=2, default=[-1000.0, 1000.0], metavar=("LOW", "HIGH"),
+                   help="HU window clipped and scaled to [0,1] when --intensity ct")
+    g.add_argument("--patch_size", type=int, nargs=3, default=[96, 96, 96], metavar=("X", "Y", "Z"),
+                   help="training crop size in voxels (sides divisible by 2^(levels+1))")
+    g.add_argument("--batch_size", type=int, default=sd["batch_size"], help="crops per process per step")
+    g.add_argument("--num_samples", type=int, default=1, help="crops drawn from one volume each time it is loaded")
+    g.add_argument("--cache", type=str, default="memory", choices=["none", "memory", "disk"],
+                   help="cache preprocessed volumes in memory, on disk (<work_root>/<task>/cache) or not at all")
+    g.add_argument("--cache_rate", type=float, default=1.0, help="fraction of volumes cached with --cache memory")
+    g.add_argument("--num_workers", type=int, default=4, help="data-loader worker processes")
+    g.add_argument("--seed", type=int, default=0, help="random seed (splits, initialisation, sampling, augmentation)")
+
+    g = p.add_argument_group("search space")
+    g.add_argument("--blocks", type=int, default=12, help="number of blocks B")
+    g.add_argument("--levels", type=int, default=4, help="number of resolution levels D")
+    g.add_argument("--channel_mul", type=float, default=sd["channel_mul"],
+                   help="channel multiplier (level r has int(32*2^(r+1)*channel_mul) channels); retrain: None doubles the search's")
+    g.add_argument("--opset", type=int, default=1, choices=[0, 1], help="operation set: 0 C2FNAS-style, 1 DiNTS")
+    g.add_argument("--cellop", type=int, default=None, help="candidate operations per cell, the first N of the opset (default all)")
+    g.add_argument("--use_downsample", type=int, default=1, choices=[0, 1],
+                   help="1: stems halve the input resolution first (level r at 1/2^(r+1)); 0: level r at 1/2^r")
+
+    g = p.add_argument_group("search (stage 1)")
+    g.add_argument("--iters", type=int, default=sd["iters"], help="training iterations")
+    g.add_argument("--warmup_iters", type=int, default=sd["warmup_iters"], help="weight-only iterations before architecture steps")
+    g.add_argument("--EF", type=int, default=0, choices=[0, 2], help="temperature schedule: 0 none (tau=1), 2 linear decay to --ef_end")
+    g.add_argument("--ef_end", type=float, default=0.1, help="final temperature with --EF 2")
+    g.add_argument("--EP", type=int, default=1, choices=[0, 1], help="entropy loss on (1) or off (0)")
+    g.add_argument("--topology", type=int, default=1, choices=[0, 1], help="topology loss on (1) or off (0)")
+    g.add_argument("--topology_weight", type=float, default=0.001, help="weight of the topology loss")
+    g.add_argument("--mem", type=float, default=0.8, help="memory budget as a fraction of the full supernet (the seed's MEM)")
+    g.add_argument("--use_max", type=int, default=0, choices=[0, 1],
+                   help="1: one-shot supernet (every path and op runs); 0: sample --path_num paths per block")
+    g.add_argument("--path_num", type=int, default=5, help="paths sampled per block when --use_max 0")
+    g.add_argument("--path_iters", type=int, default=1, help="resample the paths every this many iterations")
+    g.add_argument("--arch_lr", type=float, default=1e-3, help="Adam learning rate of the architecture parameters")
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--base_lr", type=float, default=0.025, help="SGD learning rate, multiplied by the number of processes")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    g.add_argument("--weight_decay", type=float, default=4e-5, help="SGD weight decay")
+    g.add_argument("--grad_clip", type=float, default=0.5, help="gradient-norm clipping (0 disables)")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision (CUDA only)")
+
+    g = p.add_argument_group("run control")
+    g.add_argument("--resume", type=str, default="auto", choices=["auto", "yes", "no"],
+                   help="auto: resume from latest.pt if it exists; yes: require it; no: start afresh")
+    g.add_argument("--val_interval", type=int, default=sd["val_interval"], help="validate (and save the architecture) every N iterations")
+    g.add_argument("--log_interval", type=int, default=20, help="log losses every N iterations")
+    g.add_argument("--ckpt_interval", type=int, default=100, help="write latest.pt every N iterations")
+    g.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
+
+    g = p.add_argument_group("inference, test and fuse (stages 3-6)")
+    g.add_argument("--split", type=str, default="val", choices=["val", "test"], help="test.py: validation cases of the fold, or dataset.json's test images")
+    g.add_argument("--sw_overlap", type=float, default=0.625, help="sliding-window overlap")
+    g.add_argument("--sw_batch_size", type=int, default=2, help="windows per sliding-window batch")
+    g.add_argument("--tta", type=int, default=0, choices=[0, 1], help="flip test-time augmentation")
+    g.add_argument("--arch", type=str, default=None, help="architecture file (arch.json or a MONAI .pth); default: the search run's arch.json")
+    g.add_argument("--checkpoint", type=str, default=None, help="model checkpoint to test (default: the fold's best.pt)")
+    g.add_argument("--folds", type=int, nargs="+", default=None, help="fuse.py: folds to fuse (default 0..num_folds-1)")
+    g.add_argument("--resample", type=int, default=0, choices=[0, 1], help="fuse.py: 1 brings fused labels back to the original grids (stage 6)")
+    g.add_argument("--msd_size", type=str, default=None, help="fuse.py --resample: msd_size.json with each case's original size")
+    return p
+
+
+def _option_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+
+
+def _type_name(action: argparse.Action) -> str:
+    if isinstance(action, argparse.BooleanOptionalAction):
+        return "true/false"
+    t = getattr(action.type, "__name__", "str")
+    if action.nargs not in (None,):
+        n = action.nargs if isinstance(action.nargs, int) else "one or more"
+        return f"a list of {n} {t}"
+    return t
+
+
+def _check_scalar(value: Any, action: argparse.Action) -> Any:
+    """Return ``value`` converted to the action's type, or raise TypeError."""
+    if isinstance(action, argparse.BooleanOptionalAction):
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    t = action.type or str
+    if isinstance(value, bool):
+        raise TypeError
+    if t is int and isinstance(value, int):
+        out: Any = value
+    elif t is float and isinstance(value, (int, float)):
+        out = float(value)
+    elif t is str and isinstance(value, str):
+        out = value
+    else:
+        raise TypeError
+    if action.choices is not None and out not in action.choices:
+        raise TypeError
+    return out
+
+
+def _convert_preset_value(key: str, value: Any, action: argparse.Action, where: str) -> Any:
+    if value is None:
+        if action.default is None or key == "spacing":
+            return None
+        raise ConfigError(f"{where}: option '{key}' cannot be null (expects {_type_name(action)})")
+    try:
+        if action.nargs is None or isinstance(action, argparse.BooleanOptionalAction):
+            return _check_scalar(value, action)
+        if not isinstance(value, list):
+            raise TypeError
+        if isinstance(action.nargs, int) and len(value) != action.nargs:
+            raise TypeError
+        if not value:
+            raise TypeError
+        return [_check_scalar(v, action) for v in value]
+    except TypeError:
+        choices = f" from {list(action.choices)}" if action.choices else ""
+        raise ConfigError(
+            f"{where}: option '{key}' expects {_type_name(action)}{choices}, got {value!r}"
+        ) from None
+
+
+def read_preset(path: str | Path, stage: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Read a preset YAML file: its top-level options, overridden by its section for ``stage``.
+
+    Raises:
+        ConfigError: missing file, invalid YAML, unknown key or a value of the wrong type (naming the key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config: preset file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values")
+    actions = _option_keys(parser)
+    out: dict[str, Any] = {}
+    sections = [(data, str(path))]
+    for s in STAGES:
+        section = data.get(s)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: section '{s}' must be a mapping of option names to values")
+        if s == stage:
+            sections.append((section, f"{path} [{s}]"))
+    for mapping, where in sections:
+        for key, value in mapping.items():
+            if key in STAGES and mapping is data:
+                continue
+            if key not in actions:
+                raise ConfigError(f"{where}: unknown option '{key}'")
+            out[key] = _convert_preset_value(key, value, actions[key], where)
+    return out
+
+
+def _spacing_arg(argv: list[str]) -> tuple[list[str], bool]:
+    """Accept ``--spacing native`` on the command line (argparse alone wants three floats)."""
+    out, native = [], False
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--spacing" and i + 1 < len(argv) and argv[i + 1].lower() in ("native", "none"):
+            native = True
+            i += 2
+            continue
+        if argv[i].lower() in ("--spacing=native", "--spacing=none"):
+            native = True
+            i += 1
+            continue
+        out.append(argv[i])
+        i += 1
+    return out, native
+
+
+def cli_keys(argv: Sequence[str], parser: argparse.ArgumentParser) -> set[str]:
+    """Option names given explicitly on the command line."""
+    flags = {}
+    for a in parser._actions:
+        for s in a.option_strings:
+            flags[s] = a.dest
+    keys = set()
+    for tok in argv:
+        name = tok.split("=", 1)[0]
+        if name in flags:
+            keys.add(flags[name])
+    return keys
+
+
+def load_config(argv: Sequence[str] | None, stage: str) -> argparse.Namespace:
+    """Parse one stage's options: defaults, then ``--config`` preset, then the command line.
+
+    Args:
+        argv: command-line arguments without the program name (``None``: ``sys.argv[1:]``).
+        stage: one of ``search``, ``retrain``, ``test``, ``fuse``.
+
+    Returns:
+        The resolved options. ``cfg.stage`` is the stage, ``cfg.sources`` maps each option set by the preset or
+        the command line to ``"<preset path>"`` or ``"command line"`` (used to word mismatch errors).
+
+    Raises:
+        ConfigError: bad preset (unknown key, wrong type) or an inconsistent combination of options.
+        SystemExit: argparse's own errors on the command line (exit 2) and ``--help`` (exit 0).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(stage)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    sources: dict[str, str] = {}
+    if known.config:
+        preset = read_preset(known.config, stage, parser)
+        parser.set_defaults(**preset)
+        sources.update({k: str(known.config) for k in preset})
+    argv, native = _spacing_arg(argv)
+    cfg = parser.parse_args(argv)
+    for k in cli_keys(argv, parser):
+        sources[k] = "command line"
+    if native:
+        cfg.spacing = None
+        sources["spacing"] = "command line"
+    cfg.stage = stage
+    cfg.sources = sources
+    validate(cfg)
+    return cfg
+
+
+def where(cfg: argparse.Namespace, key: str) -> str:
+    """How an option got its value, for error messages: ``--key`` plus its source."""
+    src = getattr(cfg, "sources", {}).get(key)
+    return f"--{key}" + (f" (from {src})" if src and src != "command line" else "")
+
+
+def validate(cfg: argparse.Namespace) -> None:
+    """Checks that need several options, or ranges argparse cannot express. Raises ConfigError."""
+    positive = ["num_folds", "batch_size", "num_samples", "blocks", "log_interval", "ckpt_interval", "sw_batch_size"]
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{where(cfg, key)} must be >= 1, got {getattr(cfg, key)}")
+    for key in ("iters", "warmup_iters", "val_interval", "num_workers", "seed"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{where(cfg, key)} must be >= 0, got {getattr(cfg, key)}")
+    if cfg.levels < 2:
+        raise ConfigError(f"{where(cfg, 'levels')} must be >= 2, got {cfg.levels}")
+    if not 0 <= cfg.fold < cfg.num_folds:
+        raise ConfigError(f"{where(cfg, 'fold')} must be in 0..{cfg.num_folds - 1}, got {cfg.fold}")
+    if cfg.stage == "search" and cfg.warmup_iters > cfg.iters:
+        raise ConfigError(f"{where(cfg, 'warmup_iters')} ({cfg.warmup_iters}) exceeds --iters ({cfg.iters})")
+    if cfg.channel_mul is not None and cfg.channel_mul <= 0:
+        raise ConfigError(f"{where(cfg, 'channel_mul')} must be > 0, got {cfg.channel_mul}")
+    if not 0 < cfg.mem <= 1:
+        raise ConfigError(f"{where(cfg, 'mem')} must be in (0, 1], got {cfg.mem}")
+    if not 0 <= cfg.sw_overlap < 1:
+        raise ConfigError(f"{where(cfg, 'sw_overlap')} must be in [0, 1), got {cfg.sw_overlap}")
+    if not 0 < cfg.cache_rate <= 1:
+        raise ConfigError(f"{where(cfg, 'cache_rate')} must be in (0, 1], got {cfg.cache_rate}")
+    if cfg.spacing is not None and any(s <= 0 for s in cfg.spacing):
+        raise ConfigError(f"{where(cfg, 'spacing')} must be positive, got {cfg.spacing}")
+    if any(s < 1 for s in cfg.patch_size):
+        raise ConfigError(f"{where(cfg, 'patch_size')} must be positive, got {cfg.patch_size}")
+    lo, hi = cfg.ct_window
+    if lo >= hi:
+        raise ConfigError(f"{where(cfg, 'ct_window')} must be LOW < HIGH, got {cfg.ct_window}")
+    for key in ("in_channels", "num_classes", "cellop"):
+        v = getattr(cfg, key)
+        if v is not None and v < 1:
+            raise ConfigError(f"{where(cfg, key)} must be >= 1, got {v}")
+    if cfg.num_classes is not None and cfg.num_classes < 2:
+        raise ConfigError(f"{where(cfg, 'num_classes')} must be >= 2 (background included), got {cfg.num_classes}")
+    n_paths = 3 * cfg.levels - 2
+    if not 1 <= cfg.path_num <= n_paths:
+        raise ConfigError(f"{where(cfg, 'path_num')} must be in 1..{n_paths} (paths per block for {cfg.levels} levels)")
+    if cfg.path_iters < 1:
+        raise ConfigError(f"{where(cfg, 'path_iters')} must be >= 1, got {cfg.path_iters}")
+    if cfg.task is None and cfg.stage != "fuse":
+        raise ConfigError("--task is required (the task folder name under --data_root)")
+
+
+def to_dict(cfg: argparse.Namespace) -> dict[str, Any]:
+    """The resolved configuration as a JSON-serialisable dict (what run folders record)."""
+    return {k: v for k, v in sorted(vars(cfg).items())}
+
+
+def save_config(cfg: argparse.Namespace, path: str | Path) -> Path:
+    """Write the resolved configuration as JSON (atomically)."""
+    from dints.io import write_json
+
+    return write_json(path, to_dict(cfg))
+
+
+def load_saved_config(path: str | Path) -> dict[str, Any]:
+    """Read a configuration written by :func:`save_config`."""
+    return json.loads(Path(path).read_text())
+
+
+if __name__ == "__main__":  # pragma: no cover - `python code/config.py search --help` shows a stage's options
+    stage = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in STAGES else "search"
+    print(json.dumps(to_dict(load_config(sys.argv[2:], stage)), indent=2))

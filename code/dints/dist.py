@@ -1,0 +1,78 @@
+"""Process-group helpers: one code path for a single process, Horovod (``horovodrun``) and ``torchrun``.
+
+The launcher is detected from the environment: Horovod sets ``HOROVOD_RANK``, torchrun sets ``RANK`` and
+``WORLD_SIZE``. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands in the job."""
+
+    backend: str  # "none", "horovod" or "torch"
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the only rank that writes files and shows progress bars."""
+        return self.rank == 0
+
+
+_INFO: DistInfo | None = None
+
+
+def detect_launcher(env: dict[str, str] | None = None) -> str:
+    """Return ``"horovod"``, ``"torch"`` or ``"none"`` from the launcher's environment variables."""
+    env = os.environ if env is None else env
+    if "HOROVOD_RANK" in env:
+        return "horovod"
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return "torch"
+    return "none"
+
+
+def init(device_type: str = "cpu") -> DistInfo:
+    """Initialise the process group once (no-op for a single process) and return this rank's info."""
+    global _INFO
+    if _INFO is not None:
+        return _INFO
+    backend = detect_launcher()
+    if backend == "horovod":
+        import horovod.torch as hvd
+
+        hvd.init()
+        _INFO = DistInfo("horovod", hvd.rank(), hvd.size(), hvd.local_rank())
+    elif backend == "torch":
+        import torch.distributed as td
+
+        if not td.is_initialized():
+            td.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        _INFO = DistInfo("torch", td.get_rank(), td.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    else:
+        _INFO = DistInfo("none", 0, 1, 0)
+    return _INFO
+
+
+def info() -> DistInfo:
+    """This process's :class:`DistInfo` (a single process until :func:`init` says otherwise)."""
+    return _INFO if _INFO is not None else DistInfo("none", 0, 1, 0)
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op for a single process)."""
+    d = info()
+    if d.backend == "horovod":
+        import horovod.torch as hvd
+
+        hvd.allreduce(__import__("torch").zeros(1), name="barrier")
+    elif d.backend == "torch":
+        import torch.distributed as td
+
+        td.barrier()

@@ -1,0 +1,124 @@
+"""MONAI transform pipelines: preprocessing (cached), training augmentation, validation and inference.
+
+Preprocessing (deterministic, so cacheable): load, channel first, reorient to RAS, resample to the target
+spacing, normalise intensities, pad to the patch size, cast. Training adds class-balanced crops around the
+labels and augmentation. Inference keeps the image's metadata and the applied operations, so that
+``monai.transforms.Invertd`` can bring predictions back to the original grid.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from monai.transforms import (
+    CastToTyped,
+    ClassesToIndicesd,
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    NormalizeIntensityd,
+    Orientationd,
+    RandCropByLabelClassesd,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandRotated,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    RandZoomd,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+)
+
+IMAGE, LABEL = "image", "label"
+#: Cap on the voxel indices kept per class for crop sampling (bounds cache memory on large CT volumes).
+MAX_INDICES_PER_CLASS = 20000
+
+
+def _normalise(cfg) -> list:
+    if cfg.intensity == "ct":
+        lo, hi = cfg.ct_window
+        return [ScaleIntensityRanged(IMAGE, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)]
+    return [NormalizeIntensityd(IMAGE, nonzero=cfg.intensity == "zscore_nonzero", channel_wise=True)]
+
+
+def preprocess(cfg, keys: Sequence[str] = (IMAGE, LABEL)) -> list:
+    """Deterministic preprocessing of ``keys`` (``image`` and optionally ``label``).
+
+    Returns:
+        A list of transforms producing float32 ``image`` (C, X, Y, Z) in RAS at ``cfg.spacing`` (or native
+        spacing when it is None), normalised, padded to at least ``cfg.patch_size``; ``label`` (1, X, Y, Z)
+        uint8 on the same grid.
+    """
+    keys = list(keys)
+    has_label = LABEL in keys
+    xs: list = [
+        LoadImaged(keys, image_only=True),
+        EnsureChannelFirstd(keys),
+        Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+    ]
+    if cfg.spacing is not None:
+        modes = ["bilinear" if k == IMAGE else "nearest" for k in keys]
+        xs.append(Spacingd(keys, pixdim=tuple(cfg.spacing), mode=modes))
+    xs += _normalise(cfg)
+    xs.append(SpatialPadd(keys, spatial_size=tuple(cfg.patch_size), mode="constant"))
+    xs.append(CastToTyped(IMAGE, dtype=torch.float32))
+    if has_label:
+        xs.append(CastToTyped(LABEL, dtype=torch.uint8))
+    return xs
+
+
+def train_transforms(cfg) -> tuple[Compose, Compose]:
+    """Training pipeline split into its cacheable part and its random part.
+
+    Returns:
+        ``(cached, random)``. ``cached`` ends with per-class voxel indices; ``random`` draws ``cfg.num_samples``
+        class-balanced crops of ``cfg.patch_size`` and augments them (flips, small rotations, zoom, intensity
+        scale and shift, Gaussian noise and smoothing). Each crop: image float32 (C, *patch), label float32
+        (1, *patch) with integer class values.
+    """
+    n = cfg.num_classes
+    cached = preprocess(cfg) + [
+        ClassesToIndicesd(LABEL, num_classes=n, max_samples_per_class=MAX_INDICES_PER_CLASS),
+    ]
+    patch = tuple(cfg.patch_size)
+    rot = math.radians(15)
+    rand = [
+        RandCropByLabelClassesd(
+            [IMAGE, LABEL], label_key=LABEL, spatial_size=patch, ratios=[1] * n, num_classes=n,
+            num_samples=cfg.num_samples, indices_key=f"{LABEL}_cls_indices", warn=False,
+        ),
+        RandFlipd([IMAGE, LABEL], prob=0.5, spatial_axis=0),
+        RandFlipd([IMAGE, LABEL], prob=0.5, spatial_axis=1),
+        RandFlipd([IMAGE, LABEL], prob=0.5, spatial_axis=2),
+        RandRotated([IMAGE, LABEL], range_x=rot, range_y=rot, range_z=rot, prob=0.2,
+                    mode=["bilinear", "nearest"], padding_mode="zeros", keep_size=True),
+        RandZoomd([IMAGE, LABEL], prob=0.2, min_zoom=0.9, max_zoom=1.1, mode=["trilinear", "nearest"], keep_size=True),
+        RandScaleIntensityd(IMAGE, factors=0.1, prob=0.5),
+        RandShiftIntensityd(IMAGE, offsets=0.1, prob=0.5),
+        RandGaussianNoised(IMAGE, prob=0.15, std=0.05),
+        RandGaussianSmoothd(IMAGE, prob=0.1, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
+        CastToTyped([IMAGE, LABEL], dtype=torch.float32),
+        EnsureTyped([IMAGE, LABEL], track_meta=False),
+    ]
+    return Compose(cached), Compose(rand)
+
+
+def val_transforms(cfg) -> Compose:
+    """Validation pipeline: preprocessing of image and label, whole volumes (sliding-window inference)."""
+    return Compose(preprocess(cfg) + [CastToTyped(LABEL, dtype=torch.float32)])
+
+
+def infer_transforms(cfg) -> Compose:
+    """Inference pipeline for images without labels.
+
+    The output ``image`` is a MetaTensor carrying its metadata (original affine, spatial shape, file name) and
+    the applied operations, so predictions can be mapped back with ``monai.transforms.Invertd`` using this
+    same Compose.
+    """
+    return Compose(preprocess(cfg, keys=(IMAGE,)))
+

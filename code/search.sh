@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Stage 1 driver: search one architecture per task (on SEARCH_FOLD); skipped when arch.json exists unless FORCE=1.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+for task in $TASKS; do
+  out=$(search_dir "$task")/arch.json
+  if [ -f "$out" ] && [ "$FORCE" != 1 ]; then
+    echo "[search] $task: $out exists, skipping (FORCE=1 to redo)"
+    continue
+  fi
+  echo "[search] $task fold $SEARCH_FOLD"
+  # shellcheck disable=SC2046
+  launch search.py $(common_args "$task") --fold "$SEARCH_FOLD"
+done

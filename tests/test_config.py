@@ -1,0 +1,159 @@
+"""Option parsing, presets and their errors (code/config.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config import STAGES, build_parser, load_config, read_preset, save_config
+from dints.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_OPTIONS = ["--iters", "--warmup_iters", "--EF", "--EP", "--ef_end", "--topology", "--base_lr", "--opset",
+                "--cellop", "--path_iters", "--path_num", "--use_max", "--mem"]
+OTHER_OPTIONS = ["--data_root", "--task", "--fold", "--num_folds", "--work_root", "--blocks", "--levels",
+                 "--channel_mul", "--patch_size", "--batch_size", "--spacing", "--intensity", "--seed", "--amp",
+                 "--num_workers", "--cache", "--resume", "--val_interval", "--log_interval", "--topology_weight",
+                 "--arch_lr"]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "preset.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_paper_defaults():
+    cfg = load_config(["--task", "T"], "search")
+    assert (cfg.blocks, cfg.levels, cfg.channel_mul, cfg.mem) == (12, 4, 0.5, 0.8)
+    assert (cfg.iters, cfg.warmup_iters, cfg.batch_size) == (20000, 10000, 1)
+    assert (cfg.base_lr, cfg.arch_lr, cfg.topology_weight, cfg.EP, cfg.topology, cfg.EF) == (0.025, 1e-3, 1e-3, 1, 1, 0)
+    assert cfg.patch_size == [96, 96, 96] and cfg.num_folds == 5
+    r = load_config(["--task", "T"], "retrain")
+    assert r.batch_size == 2 and r.channel_mul is None  # None: double the search's channel_mul
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_help_lists_every_option(stage):
+    text = build_parser(stage).format_help()
+    for opt in SEED_OPTIONS + OTHER_OPTIONS:
+        assert opt in text, opt
+
+
+def test_search_help_cli_lists_seed_options():
+    out = subprocess.run([sys.executable, str(ROOT / "code" / "search.py"), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for opt in SEED_OPTIONS:
+        assert opt in out.stdout
+    assert "default: 0.8" in out.stdout  # defaults are shown
+
+
+def test_preset_sets_defaults_and_flags_override(tmp_path):
+    p = write(tmp_path, "iters: 50\nwarmup_iters: 5\nblocks: 6\npatch_size: [32, 32, 16]\nsearch:\n  iters: 70\nretrain:\n  iters: 90\n")
+    s = load_config(["--config", str(p), "--task", "T"], "search")
+    assert (s.iters, s.blocks, s.patch_size) == (70, 6, [32, 32, 16])  # stage section wins over top level
+    r = load_config(["--config", str(p), "--task", "T"], "retrain")
+    assert r.iters == 90
+    s2 = load_config(["--config", str(p), "--task", "T", "--blocks", "3", "--iters", "10"], "search")
+    assert (s2.blocks, s2.iters) == (3, 10)
+    assert s2.sources["blocks"] == "command line" and s2.sources["patch_size"] == str(p)
+
+
+def test_preset_unknown_key_is_error_naming_it(tmp_path):
+    p = write(tmp_path, "iters: 5\nbloks: 3\n")
+    with pytest.raises(ConfigError, match="unknown option 'bloks'"):
+        load_config(["--config", str(p), "--task", "T"], "search")
+    p = write(tmp_path, "search:\n  bogus: 1\n")
+    with pytest.raises(ConfigError, match=r"\[search\]: unknown option 'bogus'"):
+        load_config(["--config", str(p), "--task", "T"], "search")
+
+
+@pytest.mark.parametrize("text,key", [
+    ("iters: ten\n", "iters"),
+    ("iters: 1.5\n", "iters"),
+    ("mem: yes\n", "mem"),
+    ("patch_size: [32, 32]\n", "patch_size"),
+    ("patch_size: 32\n", "patch_size"),
+    ("opset: 3\n", "opset"),
+    ("intensity: mri\n", "intensity"),
+    ("amp: 1\n", "amp"),
+    ("blocks: null\n", "blocks"),
+])
+def test_preset_wrong_type_is_error_naming_key(tmp_path, text, key):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=f"option '{key}'"):
+        load_config(["--config", str(p), "--task", "T"], "search")
+
+
+def test_preset_converts_ints_for_floats_and_null_spacing(tmp_path):
+    p = write(tmp_path, "mem: 1\nspacing: null\nct_window: [-100, 200]\namp: false\n")
+    cfg = load_config(["--config", str(p), "--task", "T"], "search")
+    assert cfg.mem == 1.0 and isinstance(cfg.mem, float)
+    assert cfg.spacing is None and cfg.ct_window == [-100.0, 200.0] and cfg.amp is False
+
+
+def test_spacing_native_on_command_line():
+    assert load_config(["--task", "T", "--spacing", "native"], "search").spacing is None
+    assert load_config(["--task", "T", "--spacing", "1", "2", "3.5"], "search").spacing == [1.0, 2.0, 3.5]
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--fold", "5"], "--fold"),
+    (["--mem", "1.5"], "--mem"),
+    (["--warmup_iters", "30000"], "--warmup_iters"),
+    (["--levels", "1"], "--levels"),
+    (["--path_num", "11"], "--path_num"),
+    (["--ct_window", "100", "0"], "--ct_window"),
+])
+def test_inconsistent_options(argv, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(["--task", "T", *argv], "search")
+
+
+def test_missing_task_is_error():
+    with pytest.raises(ConfigError, match="--task is required"):
+        load_config([], "search")
+
+
+def test_missing_preset_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(["--config", str(tmp_path / "nope.yaml"), "--task", "T"], "search")
+
+
+def test_every_shipped_preset_parses_for_every_stage():
+    presets = sorted((ROOT / "configs").glob("*.yaml"))
+    assert len(presets) == 11  # ten MSD tasks + tiny
+    for p in presets:
+        for stage in STAGES:
+            read_preset(p, stage, build_parser(stage))
+            cfg = load_config(["--config", str(p), "--task", "T"], stage)
+            if p.stem.startswith("Task"):
+                # patch sides must suit the preset's levels (DESIGN §3: divisible by 2^(D+1))
+                assert all(s % 2 ** (cfg.levels + 1) == 0 for s in cfg.patch_size), p
+
+
+def test_msd_presets_match_design_table():
+    expect = {  # DESIGN.md §11: channels, classes, intensity, window, native spacing?, patch
+        "Task01_BrainTumour": (4, 4, "zscore_nonzero", None, True, [96, 96, 96]),
+        "Task03_Liver": (1, 3, "ct", [-21.0, 189.0], False, [96, 96, 96]),
+        "Task04_Hippocampus": (1, 3, "zscore", None, True, [32, 32, 32]),
+        "Task05_Prostate": (2, 3, "zscore", None, False, [96, 96, 32]),
+        "Task09_Spleen": (1, 2, "ct", [-125.0, 275.0], False, [96, 96, 96]),
+    }
+    for name, (ch, cl, inten, win, native, patch) in expect.items():
+        cfg = load_config(["--config", str(ROOT / "configs" / f"{name}.yaml")], "search")
+        assert (cfg.in_channels, cfg.num_classes, cfg.intensity, cfg.patch_size) == (ch, cl, inten, patch), name
+        assert (cfg.spacing is None) == native, name
+        if win:
+            assert cfg.ct_window == win
+
+
+def test_save_config_roundtrip(tmp_path):
+    cfg = load_config(["--task", "T", "--iters", "7", "--warmup_iters", "3"], "search")
+    path = save_config(cfg, tmp_path / "c.json")
+    data = json.loads(path.read_text())
+    assert data["iters"] == 7 and data["stage"] == "search" and data["task"] == "T"
