@@ -31,3 +31,7 @@ def cli_main(fn: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
+
+
+class ArchError(UserError, ValueError):
+    """An invalid architecture file or architecture code (names the file and the field)."""
