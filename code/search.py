@@ -2,6 +2,11 @@
 """Stage 1: search a network topology for one task and fold (DESIGN.md §5).
 
     python code/search.py --config configs/tiny.yaml --data_root data --task Task99_Demo --fold 0 --work_root work
+
+Writes into ``<work_root>/search-bilevel-ent-mem<mem>-<task>/``: ``config_search.json``, ``search.log``,
+TensorBoard events (``tb/``), ``metrics.csv``, ``latest.pt`` (full state; rerunning the command resumes from it),
+every validation interval ``arch_<iter>.json`` with its picture, and at the end ``arch.json``, ``arch.pth``
+(MONAI arch codes) and ``arch.png``/``arch.svg``.
 """
 
 from __future__ import annotations
@@ -9,18 +14,189 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from config import load_config  # noqa: E402
-from dints.errors import cli_main  # noqa: E402
+from config import load_config, to_dict, where  # noqa: E402
+from dints import checkpoint, dist  # noqa: E402
+from dints.architect import Architect  # noqa: E402
+from dints.archfile import Arch, export_monai_arch, save_arch  # noqa: E402
+from dints.decode import decode  # noqa: E402
+from dints.errors import ConfigError, UserError, cli_main  # noqa: E402
+from dints.io import write_csv  # noqa: E402
+from dints.loader import train_loader, val_loader  # noqa: E402
+from dints.evaluate import validate  # noqa: E402
+from dints.msd import volume_shapes  # noqa: E402
+from dints.splits import search_halves  # noqa: E402
 from dints.stage import prepare, search_dir  # noqa: E402
+from dints.supernet import SuperNet  # noqa: E402
+
+#: Options that must not change when a search resumes from latest.pt.
+RESUME_KEYS = ["task", "fold", "num_folds", "seed", "blocks", "levels", "channel_mul", "opset", "cellop", "use_downsample",
+               "patch_size", "spacing", "intensity", "batch_size", "num_samples", "iters", "warmup_iters", "use_max",
+               "path_num", "path_iters", "mem", "EF", "EP", "topology", "ef_end", "base_lr", "arch_lr"]
+#: Consecutive non-finite steps tolerated before the search stops.
+MAX_BAD_STEPS = 10
+
+
+def check_patch(cfg, ctx) -> None:
+    """Patch sides must be divisible by 2^(levels+1) and not exceed every training volume after resampling."""
+    factor = 2 ** (cfg.levels + int(cfg.use_downsample))
+    if any(s % factor for s in cfg.patch_size):
+        raise ConfigError(f"{where(cfg, 'patch_size')} {cfg.patch_size}: every side must be divisible by "
+                          f"2^(levels+{int(cfg.use_downsample)}) = {factor} for {cfg.levels} levels")
+    shapes = np.array(volume_shapes(ctx.task, cfg.spacing))
+    largest = shapes.max(axis=0)
+    too_big = [i for i in range(3) if cfg.patch_size[i] > largest[i]]
+    if too_big:
+        raise ConfigError(
+            f"{where(cfg, 'patch_size')} {cfg.patch_size} is larger than every training volume along axis "
+            f"{too_big} after resampling (largest {largest.tolist()} voxels): crops would be mostly padding; "
+            "use a smaller --patch_size or a finer --spacing")
+
+
+def decode_arch(net: SuperNet, cfg, it: int, tau: float, mem_ratio: float) -> Arch:
+    """The discrete architecture the current logits decode to, with its provenance."""
+    d = decode(net.alpha_a.detach().cpu(), net.alpha_c.detach().cpu(), tau)
+    return Arch.from_decoded(d, cfg.opset, cfg.cellop, use_downsample=bool(cfg.use_downsample),
+                             channel_mul=cfg.channel_mul, mem_budget=cfg.mem, mem_ratio=round(mem_ratio, 6),
+                             task=cfg.task, fold=cfg.fold, iteration=it)
+
+
+def write_arch(arch: Arch, run_dir: Path, name: str, logger) -> None:
+    """``<name>.json`` and its picture (the picture is skipped with a warning when graphviz is missing)."""
+    save_arch(arch, run_dir / f"{name}.json")
+    try:
+        from dints.visual import render_arch
+
+        render_arch(arch, run_dir, name=name)
+    except Exception as exc:  # graphviz's `dot` missing or failing must not stop a long search
+        logger.warning("could not draw %s (%s)", name, exc)
 
 
 def run_search(cfg) -> Path:
-    """Prepare the task and the search run folder; returns the run folder."""
+    """Run (or resume) the search; returns the run folder holding ``arch.json``."""
     ctx = prepare(cfg, search_dir(cfg), "search.log")
-    ctx.logger.info("fold %d: %d training / %d validation cases; run folder %s",
-                    cfg.fold, len(ctx.train_ids), len(ctx.val_ids), ctx.run_dir)
-    return ctx.run_dir
+    log, d, device, run_dir = ctx.logger, dist.info(), ctx.device, ctx.run_dir
+    check_patch(cfg, ctx)
+    w_ids, a_ids = search_halves(ctx.train_ids, cfg.seed)
+    log.info("fold %d: %d weight / %d architecture / %d validation cases; %d process(es); run folder %s",
+             cfg.fold, len(w_ids), len(a_ids), len(ctx.val_ids), d.world_size, run_dir)
+
+    torch.manual_seed(cfg.seed)
+    net = SuperNet(cfg.in_channels, cfg.num_classes, cfg.blocks, cfg.levels, cfg.channel_mul, cfg.opset, cfg.cellop,
+                   bool(cfg.use_downsample)).to(device)
+    dist.broadcast_parameters(net)
+    amp = cfg.amp and device.type == "cuda"
+    arch = Architect(net, cfg, d.world_size, amp)
+    w_loader = train_loader(cfg, ctx.task, w_ids, seed_offset=0)
+    a_loader = train_loader(cfg, ctx.task, a_ids, seed_offset=1)
+    v_loader = val_loader(cfg, ctx.task, ctx.val_ids)
+    path_gen = torch.Generator().manual_seed(cfg.seed + 7)  # same on every rank: the same paths everywhere
+
+    start, history, bad = 0, [], 0
+    latest = run_dir / "latest.pt"
+    if cfg.resume == "yes" and not latest.is_file():
+        raise UserError(f"--resume yes: {latest} does not exist")
+    if cfg.resume != "no" and latest.is_file():
+        state = checkpoint.load(latest)
+        checkpoint.check_compatible(state["config"], cfg, RESUME_KEYS, latest)
+        net.load_state_dict(state["model"])
+        arch.load_state_dict(state["architect"])
+        w_loader.load_state_dict(state["w_loader"])
+        a_loader.load_state_dict(state["a_loader"])
+        path_gen.set_state(state["path_gen"])
+        net.set_paths(state["path_mask"])
+        checkpoint.set_rng_state(state["rng"])
+        start, history = state["iteration"], state["history"]
+        log.info("resumed from %s at iteration %d", latest, start)
+    elif latest.is_file():
+        log.info("--resume no: starting afresh (%s will be overwritten)", latest)
+
+    writer = None
+    if d.is_main:
+        from tensorboardX import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start)
+
+    def save_latest(it: int) -> None:
+        if d.is_main:
+            checkpoint.save(latest, model=net, architect=arch.state_dict(), w_loader=w_loader.state_dict(),
+                            a_loader=a_loader.state_dict(), path_gen=path_gen.get_state(),
+                            path_mask=net.path_mask.cpu().clone(), iteration=it,
+                            history=history, config=to_dict(cfg), arch_kind="supernet")
+
+    from tqdm import tqdm
+
+    bar = tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc="search", disable=not d.is_main,
+               dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
+    net.train()
+    for it in bar:
+        if not cfg.use_max and it % cfg.path_iters == 0:
+            net.sample_paths(cfg.path_num, path_gen)
+        wres = arch.weight_step(next(w_loader), it, device)
+        scalars = {"loss/seg_weight": wres.loss, "lr/weights": arch.lr(it)}
+        ok = wres.finite
+        if it >= cfg.warmup_iters:
+            ares = arch.arch_step(next(a_loader), it, device)
+            ok = ok and ares.finite
+            t = ares.terms
+            scalars.update({"loss/seg_arch": t["seg_a"], "loss/entropy": t["entropy"], "loss/memory": t["memory"],
+                            "loss/topology": t["topology"], "loss/arch_total": ares.loss, "memory/ratio": t["mem_ratio"],
+                            "schedule/ramp": t["ramp"], "schedule/tau": t["tau"], "lr/arch": cfg.arch_lr})
+        bad = 0 if ok else bad + 1
+        if not ok:
+            log.warning("iteration %d: non-finite loss, step skipped (%d in a row)", it, bad)
+            if bad >= MAX_BAD_STEPS:
+                raise UserError(f"the loss was not finite for {bad} consecutive iterations (last {it}); "
+                                "lower --base_lr or --arch_lr, or check the data")
+        with torch.no_grad():
+            scalars["arch/mean_path_prob"] = float(net.path_probs().mean())
+            p = torch.softmax(net.alpha_c / net.tau, -1)
+            scalars["arch/op_entropy"] = float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
+        if writer is not None and (it % cfg.log_interval == 0 or it == cfg.iters - 1):
+            for k, v in scalars.items():
+                writer.add_scalar(k, v, it)
+        post = {"seg": f"{wres.loss:.3f}"}
+        if "memory/ratio" in scalars:
+            post["mem"] = f"{scalars['memory/ratio']:.2f}"
+        bar.set_postfix(post, refresh=False)
+        done = it + 1
+        if (cfg.val_interval and done % cfg.val_interval == 0) or done == cfg.iters:
+            with torch.no_grad():
+                ratio = float(arch.memory(net.tau).ratio)
+            res = validate(net, v_loader, cfg, device, amp, forward=lambda x: net(x, use_max=True))
+            found = decode_arch(net, cfg, done, net.tau, ratio)
+            if d.is_main:
+                write_arch(found, run_dir, f"arch_{done}", log)
+            row = {"iteration": done, "val_dice": round(res["mean_dice"], 5), "mem_ratio": round(ratio, 5),
+                   **{f"dice_{k + 1}": round(v, 5) for k, v in enumerate(res["class_dice"])}}
+            history.append(row)
+            log.info("iteration %d: supernet validation Dice %.4f %s, memory ratio %.3f", done, res["mean_dice"],
+                     [round(v, 4) for v in res["class_dice"]], ratio)
+            if writer is not None:
+                writer.add_scalar("val/dice", res["mean_dice"], done)
+                for k, v in enumerate(res["class_dice"]):
+                    writer.add_scalar(f"val/dice_class{k + 1}", v, done)
+            if d.is_main:
+                write_csv(run_dir / "metrics.csv", history)
+        if done % cfg.ckpt_interval == 0 or done == cfg.iters:
+            save_latest(done)
+    bar.close()
+
+    with torch.no_grad():
+        ratio = float(arch.memory(net.tau).ratio)
+    final = decode_arch(net, cfg, cfg.iters, net.tau, ratio)
+    if d.is_main:
+        write_arch(final, run_dir, "arch", log)
+        if cfg.opset == 1:  # MONAI's DiNTS only knows opset 1
+            export_monai_arch(final, run_dir / "arch.pth")
+        if writer is not None:
+            writer.close()
+        log.info("searched architecture: %s (memory ratio %.3f, budget %g)", run_dir / "arch.json", ratio, cfg.mem)
+    dist.barrier()
+    return run_dir
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -35,8 +35,8 @@ def demo_copy(demo_root, tmp_path) -> Path:
 def tiny_args(demo_root, tmp_path):
     """Command-line arguments for the tiny preset on the demo task, with a private work folder."""
 
-    def make(*extra: str, data_root: Path | None = None) -> list[str]:
+    def make(*extra: str, data_root: Path | None = None, work: Path | None = None) -> list[str]:
         return ["--config", str(ROOT / "configs" / "tiny.yaml"), "--data_root", str(data_root or demo_root),
-                "--task", "Task99_Demo", "--work_root", str(tmp_path / "work"), *extra]
+                "--task", "Task99_Demo", "--work_root", str(work or tmp_path / "work"), *extra]
 
     return make

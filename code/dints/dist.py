@@ -76,3 +76,51 @@ def barrier() -> None:
         import torch.distributed as td
 
         td.barrier()
+
+
+def average_gradients(params) -> None:
+    """Average the gradients of ``params`` over all ranks in one flat allreduce (no-op for one process).
+
+    A parameter without a gradient on this rank (an unsampled path) contributes zeros, so every rank takes the
+    same step.
+    """
+    d = info()
+    if d.world_size == 1:
+        return
+    import torch
+
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    if d.backend == "horovod":
+        import horovod.torch as hvd
+
+        flat = hvd.allreduce(flat, op=hvd.Average, name="grads")
+    else:
+        import torch.distributed as td
+
+        td.all_reduce(flat)
+        flat /= d.world_size
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
+
+
+def broadcast_parameters(module) -> None:
+    """Copy rank 0's parameters and buffers to every rank (no-op for one process)."""
+    d = info()
+    if d.world_size == 1:
+        return
+    if d.backend == "horovod":
+        import horovod.torch as hvd
+
+        hvd.broadcast_parameters(module.state_dict(), root_rank=0)
+    else:
+        import torch.distributed as td
+
+        for t in module.state_dict().values():
+            td.broadcast(t, src=0)

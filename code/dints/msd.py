@@ -254,3 +254,24 @@ def resolve_channels_classes(cfg, task: Task) -> None:
             raise DataError(
                 f"{where(cfg, key)} is {set_to} but {task.root / 'dataset.json'} {source} declares {value}"
             )
+
+
+def volume_shapes(task: Task, spacing: list[float] | None) -> list[tuple[int, int, int]]:
+    """Approximate spatial size of each training image after reorienting to RAS and resampling to ``spacing``.
+
+    Read from headers only (no voxel data). ``spacing`` None keeps each image's own voxel size.
+    """
+    out = []
+    for c in task.training:
+        img = nib.load(str(c["image"]))
+        shape = np.array(img.shape[:3], dtype=float)
+        zooms = nib.affines.voxel_sizes(img.affine)[:3]
+        ornt = nib.orientations.io_orientation(img.affine)
+        ras_shape, ras_zoom = np.zeros(3), np.zeros(3)
+        for k in range(3):
+            ras_shape[int(ornt[k, 0])] = shape[k]
+            ras_zoom[int(ornt[k, 0])] = zooms[k]
+        if spacing is not None:
+            ras_shape = np.round(ras_shape * ras_zoom / np.asarray(spacing, dtype=float))
+        out.append(tuple(int(s) for s in ras_shape))
+    return out

@@ -1,0 +1,40 @@
+"""Schedules of the search and retraining, as pure functions of the iteration (DESIGN.md §5, §7)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def step_lr(base_lr: float, it: int, total: int, milestones: Sequence[float], start: int = 0) -> float:
+    """Learning rate halved at each milestone fraction of the iterations after ``start``.
+
+    Args:
+        base_lr: learning rate before the first milestone.
+        it: current iteration (0-based).
+        total: total iterations of the run.
+        milestones: fractions of ``total - start`` at which the rate halves, e.g. ``(0.4, 0.8)``.
+        start: first iteration the milestones count from (the search's warmup; 0 for retraining).
+
+    Returns:
+        ``base_lr * 0.5 ** (number of milestones passed)``.
+    """
+    span = max(total - start, 1)
+    passed = sum(1 for m in milestones if it >= start + m * span)
+    return base_lr * 0.5**passed
+
+
+def ramp(it: int, warmup: int, total: int) -> float:
+    """Weight ``w(t)`` of the architecture regularisers: 0 during warmup, then linear up to 1 at the last iteration."""
+    if it < warmup:
+        return 0.0
+    return min(1.0, (it - warmup + 1) / max(total - warmup, 1))
+
+
+def temperature(it: int, warmup: int, total: int, ef: int, ef_end: float) -> float:
+    """Temperature ``tau``: 1 with ``EF`` 0; with ``EF`` 2 linear from 1 to ``ef_end`` over the post-warmup iterations."""
+    if ef == 0 or it < warmup:
+        return 1.0
+    if ef != 2:
+        raise ValueError(f"EF must be 0 or 2, got {ef}")
+    frac = min(1.0, (it - warmup) / max(total - warmup - 1, 1))
+    return 1.0 + (ef_end - 1.0) * frac

@@ -1,0 +1,238 @@
+"""Stage 1 (code/search.py): the bilevel step, the loss flags, outputs, resume after kill -9, and errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from config import load_config
+from dints import relax
+from dints.architect import Architect
+from dints.archfile import load_arch
+from dints.schedule import ramp, step_lr, temperature
+from dints.supernet import SuperNet
+
+ROOT = Path(__file__).resolve().parents[1]
+SEARCH = str(ROOT / "code" / "search.py")
+# Smallest search that exercises everything: 2 blocks, 2 levels, 16^3 crops at 4 mm.
+FAST = ["--blocks", "2", "--levels", "2", "--patch_size", "16", "16", "16", "--spacing", "4", "4", "4",
+        "--channel_mul", "0.25", "--path_num", "3", "--iters", "8", "--warmup_iters", "4", "--val_interval", "4",
+        "--ckpt_interval", "2", "--sw_batch_size", "8"]
+
+
+def run_dir(work: Path) -> Path:
+    return work / "search-bilevel-ent-mem0.8-Task99_Demo"
+
+
+# ----------------------------------------------------------------------------- schedules (hand-worked)
+def test_schedules():
+    # lr halves at 40% and 80% of the 100 post-warmup iterations of a 200-iteration search with 100 warmup
+    assert step_lr(0.1, 0, 200, (0.4, 0.8), start=100) == 0.1
+    assert step_lr(0.1, 139, 200, (0.4, 0.8), start=100) == 0.1
+    assert step_lr(0.1, 140, 200, (0.4, 0.8), start=100) == 0.05
+    assert step_lr(0.1, 180, 200, (0.4, 0.8), start=100) == 0.025
+    assert ramp(99, 100, 200) == 0.0 and ramp(100, 100, 200) == 0.01 and ramp(199, 100, 200) == 1.0
+    assert temperature(150, 100, 200, 0, 0.1) == 1.0
+    assert temperature(100, 100, 201, 2, 0.1) == 1.0
+    assert temperature(200, 100, 201, 2, 0.1) == pytest.approx(0.1)
+    assert temperature(150, 100, 201, 2, 0.1) == pytest.approx(0.55)
+
+
+# ----------------------------------------------------------------------------- the bilevel step
+def _setup(tiny_args, *extra):
+    cfg = load_config(tiny_args(*FAST, "--use_max", "1", *extra), "search")
+    cfg.in_channels, cfg.num_classes = 1, 3
+    torch.manual_seed(0)
+    net = SuperNet(1, 3, cfg.blocks, cfg.levels, cfg.channel_mul, cfg.opset, cfg.cellop)
+    batch = {"image": torch.randn(2, 1, 16, 16, 16), "label": torch.randint(0, 3, (2, 1, 16, 16, 16)).float()}
+    return cfg, net, Architect(net, cfg), batch
+
+
+def _snapshot(params):
+    return [p.detach().clone() for p in params]
+
+
+def _changed(before, params):
+    return [not torch.equal(b, p.detach()) for b, p in zip(before, params)]
+
+
+def test_weight_step_updates_only_weights(tiny_args):
+    cfg, net, arch, batch = _setup(tiny_args)
+    w0, a0 = _snapshot(net.weight_parameters()), _snapshot(net.arch_parameters())
+    res = arch.weight_step(batch, 0, torch.device("cpu"))
+    assert res.finite
+    assert not any(_changed(a0, net.arch_parameters()))
+    assert sum(_changed(w0, net.weight_parameters())) > 0.9 * len(w0)
+
+
+def test_arch_step_updates_only_architecture(tiny_args):
+    cfg, net, arch, batch = _setup(tiny_args)
+    w0, a0 = _snapshot(net.weight_parameters()), _snapshot(net.arch_parameters())
+    res = arch.arch_step(batch, cfg.warmup_iters, torch.device("cpu"))
+    assert res.finite
+    assert all(_changed(a0, net.arch_parameters()))
+    assert not any(_changed(w0, net.weight_parameters()))
+    assert all(p.requires_grad for p in net.weight_parameters())  # weights unfrozen again afterwards
+
+
+def _arch_grads(tiny_args, *extra, it=None):
+    cfg, net, arch, batch = _setup(tiny_args, *extra)
+    it = cfg.iters - 1 if it is None else it  # w(t) = 1: regularisers at full weight
+    arch.opt_a.step = lambda *a, **k: None  # keep the parameters, look at the gradients
+    captured = {}
+    orig = arch.opt_a.zero_grad
+
+    def capture(*a, **k):
+        captured["a"] = net.alpha_a.grad.clone()
+        captured["c"] = net.alpha_c.grad.clone()
+        orig(*a, **k)
+
+    arch.opt_a.zero_grad = capture
+    res = arch.arch_step(batch, it, torch.device("cpu"))
+    return res, captured
+
+
+def test_loss_flags_change_what_is_optimised(tiny_args):
+    full, g_full = _arch_grads(tiny_args)
+    assert full.terms["entropy"] > 0 and full.terms["topology"] > 0 and full.terms["memory"] > 0
+    no_ent, g_no_ent = _arch_grads(tiny_args, "--EP", "0")
+    assert no_ent.terms["entropy"] == 0 and not torch.allclose(g_full["a"], g_no_ent["a"])
+    assert not torch.allclose(g_full["c"], g_no_ent["c"])  # the op entropy acts on alpha_c
+    no_top, g_no_top = _arch_grads(tiny_args, "--topology", "0")
+    assert no_top.terms["topology"] == 0 and not torch.allclose(g_full["a"], g_no_top["a"])
+    assert torch.allclose(g_full["c"], g_no_top["c"])  # the topology loss does not involve ops
+    other_mem, g_mem = _arch_grads(tiny_args, "--mem", "0.2")
+    assert other_mem.terms["memory"] != full.terms["memory"] and not torch.allclose(g_full["a"], g_mem["a"])
+    # At the first architecture iteration w(t) is tiny, so the regularisers barely count.
+    early, _ = _arch_grads(tiny_args, it=4)
+    assert early.terms["ramp"] == pytest.approx(1 / 4)
+
+
+def test_arch_loss_is_seg_plus_weighted_regularisers(tiny_args):
+    res, _ = _arch_grads(tiny_args, "--topology_weight", "0.5")
+    t = res.terms
+    expect = t["seg_a"] + t["ramp"] * (t["entropy"] + t["memory"] + 0.5 * t["topology"])
+    assert res.loss == pytest.approx(expect, rel=1e-5)
+    # the memory term is |budget - usage/full| (independent formula)
+    assert t["memory"] == pytest.approx(abs(0.8 - t["mem_ratio"]), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- whole runs
+def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, SEARCH, *args], capture_output=True, text=True, env=env, **kw)
+
+
+def test_short_search_writes_outputs(tiny_args, tmp_path):
+    r = _run(tiny_args(*FAST))
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = run_dir(tmp_path / "work")
+    arch = load_arch(out / "arch.json")
+    assert (arch.num_blocks, arch.num_depths, arch.iteration, arch.task) == (2, 2, 8, "Task99_Demo")
+    assert 0 < arch.mem_ratio <= 1 and arch.mem_budget == 0.8
+    for name in ["arch.pth", "arch.png", "arch.svg", "arch_4.json", "arch_4.png", "arch_8.json", "latest.pt",
+                 "config_search.json", "search.log", "metrics.csv"]:
+        assert (out / name).is_file(), name
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,val_dice,mem_ratio") and len(rows) == 3
+    cfg = json.loads((out / "config_search.json").read_text())["config"]
+    assert cfg["iters"] == 8 and cfg["num_classes"] == 3
+    state = torch.load(out / "latest.pt", weights_only=False)
+    assert state["iteration"] == 8 and not any(k.startswith("module.") for k in state["model"])
+    assert {"architect", "w_loader", "a_loader", "rng", "path_gen", "config"} <= set(state)
+
+
+def test_kill_9_and_rerun_gives_the_same_architecture(tiny_args, tmp_path):
+    args = [*FAST, "--iters", "12", "--warmup_iters", "4", "--val_interval", "6"]
+    ref_work = tmp_path / "ref"
+    r = _run(tiny_args(*args, work=ref_work))
+    assert r.returncode == 0, r.stderr[-2000:]
+    reference = json.loads((run_dir(ref_work) / "arch.json").read_text())
+
+    work = tmp_path / "work"
+    latest = run_dir(work) / "latest.pt"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, SEARCH, *tiny_args(*args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file():
+            it = torch.load(latest, weights_only=False)["iteration"]
+            if it >= 6:  # past warmup: architecture parameters and Adam state are in flight
+                proc.send_signal(signal.SIGKILL)
+                killed_at = it
+                break
+        time.sleep(0.2)
+    proc.wait()
+    assert killed_at is not None and killed_at < 12, "the run finished before it could be killed"
+    assert not (run_dir(work) / "arch.json").exists()
+    r = _run(tiny_args(*args))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed from" in r.stderr
+    assert json.loads((run_dir(work) / "arch.json").read_text()) == reference
+
+
+def test_resume_refuses_changed_options(tiny_args, tmp_path):
+    assert _run(tiny_args(*FAST)).returncode == 0
+    r = _run(tiny_args(*FAST, "--blocks", "3"))
+    assert r.returncode == 2 and "was written with --blocks 2" in r.stderr and "Traceback" not in r.stderr
+    r = _run(tiny_args(*FAST, "--blocks", "3", "--resume", "no"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load_arch(run_dir(tmp_path / "work") / "arch.json").num_blocks == 3
+
+
+def test_resume_yes_without_checkpoint(tiny_args):
+    r = _run(tiny_args(*FAST, "--resume", "yes"))
+    assert r.returncode == 2 and "--resume yes" in r.stderr and "does not exist" in r.stderr
+
+
+# ----------------------------------------------------------------------------- errors
+def _error_line(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    return r.stderr.strip().splitlines()[-1]
+
+
+def test_patch_not_divisible(tiny_args):
+    line = _error_line(_run(tiny_args(*FAST, "--patch_size", "16", "16", "12")))
+    assert line.startswith("error: --patch_size") and "divisible by" in line and "= 8" in line
+
+
+def test_patch_larger_than_volumes(tiny_args):
+    line = _error_line(_run(tiny_args(*FAST, "--patch_size", "64", "64", "64")))
+    assert "larger than every training volume" in line
+
+
+def test_fold_with_too_few_training_cases(demo_root, tmp_path):
+    from scripts.make_demo_task import make_task
+
+    make_task(tmp_path / "data" / "Task99_Demo", cases=2, test=0, seed=1)
+    args = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--data_root", str(tmp_path / "data"), "--task",
+            "Task99_Demo", "--work_root", str(tmp_path / "work"), "--num_folds", "2", *FAST]
+    line = _error_line(_run(args))
+    assert "at least 2 training cases" in line
+
+
+def test_non_finite_loss_stops_with_clear_error(tiny_args):
+    line = _error_line(_run(tiny_args(*FAST, "--base_lr", "1e30", "--grad_clip", "0", "--iters", "30",
+                                      "--warmup_iters", "30", "--val_interval", "0")))
+    assert "not finite for 10 consecutive iterations" in line
+
+
+def test_memory_ratio_matches_independent_sum(tiny_args):
+    """Architect.memory is relax.memory_estimate on the crop shape the search trains with."""
+    cfg, net, arch, _ = _setup(tiny_args)
+    m = arch.memory(1.0)
+    ref = relax.memory_estimate(net.alpha_a, net.alpha_c, net.ops, (cfg.batch_size, 1, 16, 16, 16), 0.25)
+    assert float(m.ratio.detach()) == pytest.approx(float(ref.ratio.detach()))
+    assert float(m.full.detach()) == pytest.approx(float(ref.full.detach()))
