@@ -149,3 +149,24 @@ def test_discrete_cell_matches_monai_cell(rate, op_index):
     size = 8 if rate == -1 else 4
     x = torch.randn(2, c_in, size, size, size)
     torch.testing.assert_close(ours(x), ref(x, None), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("kernel,stride,bias", [((3, 3, 3), 1, False), ((3, 3, 1), 1, False), ((1, 1, 1), 2, True)])
+def test_one_sample_conv_matches_reference(kernel, stride, bias):
+    """ops.Conv3d routes a batch of one through oneDNN: same output and gradients as F.conv3d."""
+    from dints.ops import Conv3d
+
+    torch.manual_seed(0)
+    conv = Conv3d(5, 7, kernel, stride=stride, padding=tuple(k // 2 for k in kernel), bias=bias)
+    x = torch.randn(1, 5, 12, 10, 8, requires_grad=True)
+    g = torch.randn_like(conv(x))
+    conv(x).backward(g)
+    grads = [x.grad.clone(), conv.weight.grad.clone()] + ([conv.bias.grad.clone()] if bias else [])
+    x.grad = None
+    conv.zero_grad()
+    ref = torch.nn.functional.conv3d(x, conv.weight, conv.bias, conv.stride, conv.padding)
+    ref.backward(g)
+    refs = [x.grad, conv.weight.grad] + ([conv.bias.grad] if bias else [])
+    assert torch.allclose(conv(x), ref, atol=1e-5)
+    for a, b in zip(grads, refs):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-4 * b.abs().max().item())
