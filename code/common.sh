@@ -13,6 +13,11 @@ WORK_ROOT=${WORK_ROOT:-$REPO_DIR/work} # run folders go here
 PRESET=${PRESET:-}                     # preset YAML; empty: configs/<task>.yaml when it exists
 LAUNCHER=${LAUNCHER:-auto}             # auto, horovod, torch or none (for NGPU > 1)
 FORCE=${FORCE:-0}                      # 1: redo stages whose outputs exist
+ARCH=${ARCH:-}                         # architecture for retraining (default: the search run's arch.json)
+CHECKPOINT=${CHECKPOINT:-}             # model to test, '{fold}' replaced (default: each fold's best.pt, the best
+                                       # validation Dice of its retraining)
+TTA=${TTA:-0}                          # 1: flip test-time augmentation in stage 4
+MSD_SIZE=${MSD_SIZE:-}                 # msd_size.json for stage 6 (default: $WORK_ROOT/msd_size.json, made if missing)
 PYTHON=${PYTHON:-python}
 EXTRA_ARGS=${EXTRA_ARGS:-}             # appended to every stage's command line
 
@@ -41,4 +46,12 @@ launch() {  # launch SCRIPT ARGS... : one process, or NGPU of them with horovodr
 common_args() {  # common_args TASK -> the options every stage shares
   # shellcheck disable=SC2086
   echo $(preset_for "$1") --data_root "$DATA_ROOT" --task "$1" --work_root "$WORK_ROOT" --mem "$MEM" $EXTRA_ARGS
+}
+
+arch_arg() {  # arch_arg -> "--arch FILE" when ARCH is set
+  if [ -n "$ARCH" ]; then echo "--arch $ARCH"; fi
+}
+
+checkpoint_arg() {  # checkpoint_arg TASK FOLD -> "--checkpoint FILE" when CHECKPOINT is set
+  if [ -n "$CHECKPOINT" ]; then echo "--checkpoint ${CHECKPOINT//\{fold\}/$2}"; fi
 }

@@ -339,7 +339,7 @@ def validate(cfg: argparse.Namespace) -> None:
         raise ConfigError(f"{where(cfg, 'path_num')} must be in 1..{n_paths} (paths per block for {cfg.levels} levels)")
     if cfg.path_iters < 1:
         raise ConfigError(f"{where(cfg, 'path_iters')} must be >= 1, got {cfg.path_iters}")
-    if cfg.task is None and cfg.stage != "fuse":
+    if cfg.task is None:
         raise ConfigError("--task is required (the task folder name under --data_root)")
 
 

@@ -26,6 +26,12 @@ run_stage() {
 
 case "${1:-}" in
   [1-6]) run_stage "$1" ;;
-  all) for n in 1 2 3 4 5 6; do run_stage "$n"; done ;;
+  all)
+    for n in 1 2 3 4 5 6; do run_stage "$n"; done
+    for task in $TASKS; do
+      # shellcheck disable=SC2046,SC2086
+      "$PYTHON" "$HERE/report.py" $(common_args "$task") --folds $FOLDS
+    done
+    ;;
   *) echo "usage: bash code/main.sh N|all   (N = 1..6)" >&2; exit 2 ;;
 esac

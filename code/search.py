@@ -97,11 +97,8 @@ def run_search(cfg) -> Path:
 
     start, history, bad = 0, [], 0
     latest = run_dir / "latest.pt"
-    if cfg.resume == "yes" and not latest.is_file():
-        raise UserError(f"--resume yes: {latest} does not exist")
-    if cfg.resume != "no" and latest.is_file():
-        state = checkpoint.load(latest)
-        checkpoint.check_compatible(state["config"], cfg, RESUME_KEYS, latest)
+    state = checkpoint.load_for_resume(latest, cfg, RESUME_KEYS, log)
+    if state is not None:
         net.load_state_dict(state["model"])
         arch.load_state_dict(state["architect"])
         w_loader.load_state_dict(state["w_loader"])
@@ -111,8 +108,6 @@ def run_search(cfg) -> Path:
         checkpoint.set_rng_state(state["rng"])
         start, history = state["iteration"], state["history"]
         log.info("resumed from %s at iteration %d", latest, start)
-    elif latest.is_file():
-        log.info("--resume no: starting afresh (%s will be overwritten)", latest)
 
     writer = None
     if d.is_main:

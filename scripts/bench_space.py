@@ -57,7 +57,7 @@ else:
         from monai.networks.nets import DiNTS, TopologyInstance
         with contextlib.redirect_stdout(io.StringIO()):
             space = TopologyInstance(channel_mul=2 * {cm}, num_blocks=B, num_depths=D, use_downsample=True,
-                                     arch_code=[d.arch_code_a.float(), d.arch_code_c])
+                                     arch_code=[d.arch_code_a.double().numpy(), d.arch_code_c.numpy()])
         net = DiNTS(space, 1, 2, use_downsample=True, node_a=d.node_a)
     net.eval()
     def step():
@@ -120,8 +120,8 @@ def bench_decode(threads: int) -> tuple[float, float, bool]:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2, help="torch threads per process")
-    p.add_argument("--repeats", type=int, default=3, help="timed steps per process (the best counts)")
-    p.add_argument("--rounds", type=int, default=2, help="alternating rounds of ours/MONAI processes")
+    p.add_argument("--repeats", type=int, default=4, help="timed steps per process (the best counts)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of ours/MONAI processes")
     p.add_argument("--side", type=int, default=64, help="input side (divisible by 32)")
     a = p.parse_args(argv)
     print(f"decode D=4 B=12 ({a.threads} threads) ...", flush=True)

@@ -66,7 +66,7 @@ def make_case(shape: tuple[int, int, int], rng: np.random.Generator, spacing=SPA
     lesion = np.zeros(shape, bool)
     for _ in range(rng.integers(1, 3)):
         offset = rng.uniform(-0.45, 0.45, size=3) * o_radii
-        r = rng.uniform(5.5, 8.5)
+        r = rng.uniform(7.0, 10.0)
         lesion |= _lobed_ellipsoid(grid, o_center + offset, np.array([r, r, r * 1.2]), rng, 0.08)
     lesion &= organ
     label = np.zeros(shape, np.uint8)

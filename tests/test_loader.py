@@ -10,7 +10,7 @@ from monai.data import MetaTensor
 from monai.transforms import Invertd
 
 from config import load_config
-from dints.loader import InfiniteLoader, ResumableSampler, train_loader, val_loader
+from dints.loader import ResumableSampler, train_loader, val_loader
 from dints.msd import load_task, resolve_channels_classes
 from dints.splits import make_folds, search_halves
 from dints.transforms import infer_transforms, preprocess, train_transforms, val_transforms

@@ -7,7 +7,6 @@ import io
 import math
 from functools import lru_cache
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

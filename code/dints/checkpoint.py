@@ -76,3 +76,21 @@ def check_compatible(saved_cfg: dict[str, Any], cfg, keys: list[str], path: Path
                 f"{path} was written with --{k} {saved_cfg[k]} but this run has {getattr(cfg, k)}; "
                 "rerun with the same options, or pass --resume no to start afresh"
             )
+
+
+def load_for_resume(path: Path, cfg, keys: list[str], log) -> dict[str, Any] | None:
+    """The checkpoint a run continues from, following ``--resume`` (auto, yes, no); None to start afresh.
+
+    Raises:
+        UserError: ``--resume yes`` without a checkpoint, or a checkpoint written with other options.
+    """
+    path = Path(path)
+    if cfg.resume == "yes" and not path.is_file():
+        raise UserError(f"--resume yes: {path} does not exist")
+    if cfg.resume == "no" or not path.is_file():
+        if path.is_file():
+            log.info("--resume no: starting afresh (%s will be overwritten)", path)
+        return None
+    state = load(path)
+    check_compatible(state["config"], cfg, keys, path)
+    return state

@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Stages 5 and 6: fuse the folds' test probabilities, then bring the labels back to the original images.
+
+    python code/fuse.py --config configs/tiny.yaml --data_root data --task Task99_Demo --work_root work
+    python code/fuse.py --resample 1 --msd_size msd_size.json --config configs/tiny.yaml --data_root data \\
+        --task Task99_Demo --work_root work
+
+Stage 5 averages ``<search run>/test-fold<k>/<case>.npz`` over ``--folds`` (default all), reporting folds that are
+missing, and writes ``<search run>/fused/<case>.nii.gz`` (argmax labels on the processing grid) and
+``<case>.npz`` (the averaged probabilities). Stage 6 (``--resample 1``) resamples each fused result to its
+original image grid — probabilities trilinearly, then the argmax — and writes ``<search run>/final/<file>``
+with the original image's header and affine, one file per test image, named as the image: ready to submit.
+The shape comes from ``--msd_size`` (``{task: {file: [x, y, z]}}``) when given, else from the original image; a
+case missing from msd_size.json or a size that disagrees with the original image is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from config import load_config  # noqa: E402
+from dints import dist  # noqa: E402
+from dints.errors import DataError, UserError, cli_main  # noqa: E402
+from dints.fusion import fuse_probabilities  # noqa: E402
+from dints.inference import load_probs, save_labels, save_probs  # noqa: E402
+from dints.io import write_json  # noqa: E402
+from dints.msd import load_task  # noqa: E402
+from dints.resample import resample_probabilities  # noqa: E402
+from dints.runlog import setup_logging  # noqa: E402
+from dints.stage import search_dir  # noqa: E402
+
+
+def fuse_folds(cfg, task, log) -> Path:
+    """Stage 5: average the available folds per test case, argmax, write labels and probabilities."""
+    run = search_dir(cfg)
+    folds = cfg.folds if cfg.folds is not None else list(range(cfg.num_folds))
+    out = run / "fused"
+    missing_all = []
+    for case in task.test:
+        files = {k: run / f"test-fold{k}" / f"{case['id']}.npz" for k in folds}
+        have = {k: f for k, f in files.items() if f.is_file()}
+        missing = sorted(set(folds) - set(have))
+        if not have:
+            raise UserError(f"{case['id']}: no fold has test probabilities ({files[folds[0]]} missing); run stage 4 first")
+        if missing:
+            missing_all.append((case["id"], missing))
+        parts = [load_probs(f) for f in have.values()]
+        grids = {tuple(p["prob"].shape) for p in parts}
+        if len(grids) != 1 or not all(np.allclose(p["affine"], parts[0]["affine"], atol=1e-4) for p in parts):
+            raise DataError(f"{case['id']}: the folds' probabilities lie on different grids {sorted(grids)}; "
+                            "were they made with different preprocessing options?")
+        prob = fuse_probabilities([p["prob"] for p in parts])
+        ref = parts[0]
+        save_labels(out / f"{case['id']}.nii.gz", prob.argmax(0), ref["affine"])
+        save_probs(out / f"{case['id']}.npz", prob, ref["affine"], ref["image"],
+                   orig=(ref["orig_affine"], ref["orig_shape"]), dtype=np.float32, folds=np.array(sorted(have)))
+        log.info("%s: fused folds %s%s", case["id"], sorted(have), f" (missing {missing})" if missing else "")
+    if missing_all:
+        log.warning("%d test case(s) fused without some folds: %s", len(missing_all), missing_all)
+    write_json(out / "summary.json", {"folds": folds, "cases": [c["id"] for c in task.test],
+                                      "missing": {c: m for c, m in missing_all}})
+    log.info("fused %d test case(s) -> %s", len(task.test), out)
+    return out
+
+
+def read_msd_size(path: str | Path, task: str) -> dict[str, list[int]]:
+    """The task's entry of an msd_size.json file.
+
+    Raises:
+        DataError: missing or invalid file, or no entry for the task.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"--msd_size: {path} does not exist (scripts/make_msd_size.py writes it)")
+    try:
+        table = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if task not in table:
+        raise DataError(f"{path}: has no entry for task '{task}' (it holds {sorted(table)})")
+    return table[task]
+
+
+def resample_to_original(cfg, task, log) -> Path:
+    """Stage 6: every fused result on its original image grid, as NIfTI with the original header."""
+    run = search_dir(cfg)
+    sizes = read_msd_size(cfg.msd_size, task.name) if cfg.msd_size else None
+    out = run / "final"
+    for case in task.test:
+        src = run / "fused" / f"{case['id']}.npz"
+        if not src.is_file():
+            raise UserError(f"{src} does not exist; run stage 5 (fuse) first")
+        fused = load_probs(src)
+        name = Path(case["image"]).name
+        header, affine, shape = None, fused["orig_affine"], tuple(fused["orig_shape"])
+        image = Path(case["image"])
+        if image.is_file():
+            img = nib.load(str(image))
+            header, affine, shape = img.header, np.asarray(img.affine, dtype=np.float64), tuple(img.shape[:3])
+        if sizes is not None:
+            if name not in sizes:
+                raise DataError(f"{cfg.msd_size}: case '{name}' of task {task.name} is missing")
+            want = tuple(int(s) for s in sizes[name])
+            if want != shape:
+                raise DataError(f"{cfg.msd_size}: size {list(want)} of '{name}' disagrees with the original image "
+                                f"{image} ({list(shape)})")
+        prob = resample_probabilities(fused["prob"], fused["affine"], affine, shape)
+        save_labels(out / name, prob.argmax(0), affine, header)
+        log.info("%s: %s on the original grid %s -> %s", case["id"], tuple(fused["prob"].shape[1:]), shape, out / name)
+    write_json(run / "final_summary.json", {"folder": str(out), "msd_size": cfg.msd_size,
+                                            "files": [Path(c["image"]).name for c in task.test]})
+    log.info("final label maps (one per test image, original grids) -> %s", out)
+    return out
+
+
+def run_fuse(cfg) -> Path:
+    """Stage 5 (default) or stage 6 (``--resample 1``) on rank 0; returns the output folder."""
+    if not dist.info().is_main:
+        return search_dir(cfg)
+    task = load_task(cfg.data_root, cfg.task)
+    run = search_dir(cfg)
+    log = setup_logging(run / ("resample.log" if cfg.resample else "fuse.log"))
+    if not task.test:
+        raise DataError(f"{task.root / 'dataset.json'}: 'test' lists no images")
+    return resample_to_original(cfg, task, log) if cfg.resample else fuse_folds(cfg, task, log)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    return run_fuse(load_config(argv, "fuse"))
+
+
+if __name__ == "__main__":
+    cli_main(main)
