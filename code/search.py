@@ -107,6 +107,7 @@ def run_search(cfg) -> Path:
         net.set_paths(state["path_mask"])
         checkpoint.set_rng_state(state["rng"])
         start, history = state["iteration"], state["history"]
+        net.tau = arch.tau(max(start, 1) - 1)  # the temperature of the last completed iteration
         log.info("resumed from %s at iteration %d", latest, start)
 
     writer = None

@@ -182,6 +182,16 @@ def test_kill_9_and_rerun_gives_the_same_architecture(tiny_args, tmp_path):
     assert json.loads((run_dir(work) / "arch.json").read_text()) == reference
 
 
+def test_rerun_after_the_end_gives_the_same_result(tiny_args, tmp_path):
+    """A finished search rerun resumes at its last iteration: same architecture, same temperature-dependent ratio."""
+    args = tiny_args(*FAST, "--EF", "2", "--ef_end", "0.3")
+    assert _run(args).returncode == 0
+    first = (run_dir(tmp_path / "work") / "arch.json").read_text()
+    r = _run(args)
+    assert r.returncode == 0 and "resumed from" in r.stderr
+    assert (run_dir(tmp_path / "work") / "arch.json").read_text() == first
+
+
 def test_resume_refuses_changed_options(tiny_args, tmp_path):
     assert _run(tiny_args(*FAST)).returncode == 0
     r = _run(tiny_args(*FAST, "--blocks", "3"))
