@@ -1,9 +1,13 @@
 """DiNTS library shared by the stage entry points in ``code/``.
 
-One module per concept: configuration lives in ``code/config.py``; here are the MSD data pipeline
-(``msd``, ``splits``, ``transforms``, ``loader``), the search space (``topology``, ``relax``, ``decode``,
-``ops``, ``supernet``, ``network``, ``archfile``, ``visual``) and the run helpers (``dist``, ``runlog``,
-``errors``, ``io``).
+One module per concept:
+
+- data: ``msd`` (dataset.json validation), ``splits``, ``transforms``, ``loader``;
+- search space: ``topology``, ``opsets``, ``relax`` (probabilities and losses), ``decode``, ``ops``, ``supernet``,
+  ``network``, ``archfile``, ``visual``;
+- training: ``architect`` (the bilevel step), ``schedule``, ``optim``, ``checkpoint``, ``evaluate``;
+- inference and results: ``inference``, ``metrics``, ``fusion``, ``resample``, ``modelfile``;
+- run helpers: ``stage``, ``dist``, ``runlog``, ``errors``, ``io``, ``profiling``.
 """
 
 __version__ = "0.1.0"
