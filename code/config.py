@@ -355,11 +355,6 @@ def save_config(cfg: argparse.Namespace, path: str | Path) -> Path:
     return write_json(path, to_dict(cfg))
 
 
-def load_saved_config(path: str | Path) -> dict[str, Any]:
-    """Read a configuration written by :func:`save_config`."""
-    return json.loads(Path(path).read_text())
-
-
 if __name__ == "__main__":  # pragma: no cover - `python code/config.py search --help` shows a stage's options
     stage = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in STAGES else "search"
     print(json.dumps(to_dict(load_config(sys.argv[2:], stage)), indent=2))

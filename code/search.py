@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from config import load_config, to_dict, where  # noqa: E402
-from dints import checkpoint, dist  # noqa: E402
+from dints import checkpoint, dist, relax  # noqa: E402
 from dints.architect import Architect  # noqa: E402
 from dints.archfile import Arch, export_monai_arch, save_arch  # noqa: E402
 from dints.decode import decode  # noqa: E402
@@ -147,11 +147,11 @@ def run_search(cfg) -> Path:
             if bad >= MAX_BAD_STEPS:
                 raise UserError(f"the loss was not finite for {bad} consecutive iterations (last {it}); "
                                 "lower --base_lr or --arch_lr, or check the data")
-        with torch.no_grad():
-            scalars["arch/mean_path_prob"] = float(net.path_probs().mean())
-            p = torch.softmax(net.alpha_c / net.tau, -1)
-            scalars["arch/op_entropy"] = float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
         if writer is not None and (it % cfg.log_interval == 0 or it == cfg.iters - 1):
+            with torch.no_grad():  # only on logged iterations: off the hot path
+                scalars["arch/mean_path_prob"] = float(net.path_probs().mean())
+                p = relax.op_weights(net.alpha_c, net.tau)
+                scalars["arch/op_entropy"] = float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
             for k, v in scalars.items():
                 writer.add_scalar(k, v, it)
         post = {"seg": f"{wres.loss:.3f}"}

@@ -100,8 +100,9 @@ def prepare(cfg, run_dir: Path, log_name: str) -> StageContext:
     check_labels(task, task_dir(cfg) / "labels_checked.json", progress=d.is_main, write_stamp=d.is_main)
     folds = load_or_create_splits(task_dir(cfg) / "splits.json", task.case_ids, cfg.num_folds, cfg.seed, task.name)
     if d.is_main:
-        write_json(run_dir / f"config_{cfg.stage}.json", {"config": {k: v for k, v in sorted(vars(cfg).items())},
-                                                          "environment": environment()})
+        from config import to_dict  # local: config imports this package
+
+        write_json(run_dir / f"config_{cfg.stage}.json", {"config": to_dict(cfg), "environment": environment()})
     dist.barrier()
     device = resolve_device(cfg)
     return StageContext(cfg, task, folds, run_dir, device, logger)
