@@ -56,12 +56,20 @@ def check_patch(cfg, ctx) -> None:
             "use a smaller --patch_size or a finer --spacing")
 
 
-def decode_arch(net: SuperNet, cfg, it: int, tau: float, mem_ratio: float) -> Arch:
-    """The discrete architecture the current logits decode to, with its provenance."""
-    d = decode(net.alpha_a.detach().cpu(), net.alpha_c.detach().cpu(), tau)
+def decode_arch(net: SuperNet, cfg, it: int, mem_shape, expected: float, log=None) -> Arch:
+    """The discrete architecture the current logits decode to (at tau = 1), with its memory ratios and provenance.
+
+    ``mem_ratio`` is the decoded architecture's own usage/full, ``mem_ratio_expected`` the search distribution's.
+    Ties settled by index order are logged as a warning when ``log`` is given.
+    """
+    d = decode(net.alpha_a.detach().cpu(), net.alpha_c.detach().cpu())
+    if d.ties and log is not None:
+        log.warning("iteration %d: %d decoding decision(s) tied and were settled by the lowest index", it, d.ties)
+    ratio = relax.decoded_memory_ratio(d.arch_code_a, d.arch_code_c, net.ops, mem_shape, cfg.channel_mul,
+                                       bool(cfg.use_downsample))
     return Arch.from_decoded(d, cfg.opset, cfg.cellop, use_downsample=bool(cfg.use_downsample),
-                             channel_mul=cfg.channel_mul, mem_budget=cfg.mem, mem_ratio=round(mem_ratio, 6),
-                             task=cfg.task, fold=cfg.fold, iteration=it)
+                             channel_mul=cfg.channel_mul, mem_budget=cfg.mem, mem_ratio=round(ratio, 6),
+                             mem_ratio_expected=round(expected, 6), task=cfg.task, fold=cfg.fold, iteration=it)
 
 
 def write_arch(arch: Arch, run_dir: Path, name: str, logger) -> None:
@@ -104,7 +112,7 @@ def run_search(cfg) -> Path:
         w_loader.load_state_dict(state["w_loader"])
         a_loader.load_state_dict(state["a_loader"])
         path_gen.set_state(state["path_gen"])
-        net.set_paths(state["path_mask"])
+        net.set_paths(state["path_mask"], state.get("path_inclusion"))
         checkpoint.set_rng_state(state["rng"])
         start, history = state["iteration"], state["history"]
         net.tau = arch.tau(max(start, 1) - 1)  # the temperature of the last completed iteration
@@ -120,7 +128,8 @@ def run_search(cfg) -> Path:
         if d.is_main:
             checkpoint.save(latest, model=net, architect=arch.state_dict(), w_loader=w_loader.state_dict(),
                             a_loader=a_loader.state_dict(), path_gen=path_gen.get_state(),
-                            path_mask=net.path_mask.cpu().clone(), iteration=it,
+                            path_mask=net.path_mask.cpu().clone(), path_inclusion=net.path_inclusion.cpu().clone(),
+                            iteration=it,
                             history=history, config=to_dict(cfg), arch_kind="supernet")
 
     from tqdm import tqdm
@@ -134,13 +143,22 @@ def run_search(cfg) -> Path:
         wres = arch.weight_step(next(w_loader), it, device)
         scalars = {"loss/seg_weight": wres.loss, "lr/weights": arch.lr(it)}
         ok = wres.finite
+        post = {"seg": f"{wres.loss:.3f}"}
         if it >= cfg.warmup_iters:
             ares = arch.arch_step(next(a_loader), it, device)
             ok = ok and ares.finite
             t = ares.terms
+            dec = decode(net.alpha_a.detach().cpu(), net.alpha_c.detach().cpu())  # ~1 ms at D=4, B=12
+            t["mem_ratio_decoded"] = relax.decoded_memory_ratio(dec.arch_code_a, dec.arch_code_c, net.ops,
+                                                                arch.mem_shape, cfg.channel_mul,
+                                                                bool(cfg.use_downsample))
             scalars.update({"loss/seg_arch": t["seg_a"], "loss/entropy": t["entropy"], "loss/memory": t["memory"],
-                            "loss/topology": t["topology"], "loss/arch_total": ares.loss, "memory/ratio": t["mem_ratio"],
+                            "loss/topology": t["topology"], "loss/arch_total": ares.loss,
+                            "memory/ratio_expected": t["mem_ratio"], "memory/ratio_decoded": t["mem_ratio_decoded"],
                             "schedule/ramp": t["ramp"], "schedule/tau": t["tau"], "lr/arch": cfg.arch_lr})
+            post.update({"seg_a": f"{t['seg_a']:.3f}", "ent": f"{t['entropy']:.3f}", "topo": f"{t['topology']:.2f}",
+                         "mem": f"{t['mem_ratio_decoded']:.3f}", "mem_exp": f"{t['mem_ratio']:.3f}",
+                         "tau": f"{t['tau']:.2f}"})
         bad = 0 if ok else bad + 1
         if not ok:
             log.warning("iteration %d: non-finite loss, step skipped (%d in a row)", it, bad)
@@ -154,23 +172,22 @@ def run_search(cfg) -> Path:
                 scalars["arch/op_entropy"] = float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
             for k, v in scalars.items():
                 writer.add_scalar(k, v, it)
-        post = {"seg": f"{wres.loss:.3f}"}
-        if "memory/ratio" in scalars:
-            post["mem"] = f"{scalars['memory/ratio']:.2f}"
         bar.set_postfix(post, refresh=False)
         done = it + 1
         if (cfg.val_interval and done % cfg.val_interval == 0) or done == cfg.iters:
             with torch.no_grad():
-                ratio = float(arch.memory(net.tau).ratio)
+                expected = float(arch.memory(net.tau).ratio)
             res = validate(net, v_loader, cfg, device, amp, forward=lambda x: net(x, use_max=True))
-            found = decode_arch(net, cfg, done, net.tau, ratio)
+            found = decode_arch(net, cfg, done, arch.mem_shape, expected, log)
             if d.is_main:
                 write_arch(found, run_dir, f"arch_{done}", log)
-            row = {"iteration": done, "val_dice": round(res["mean_dice"], 5), "mem_ratio": round(ratio, 5),
+            row = {"iteration": done, "val_dice": round(res["mean_dice"], 5), "mem_ratio": found.mem_ratio,
+                   "mem_ratio_expected": found.mem_ratio_expected,
                    **{f"dice_{k + 1}": round(v, 5) for k, v in enumerate(res["class_dice"])}}
             history.append(row)
-            log.info("iteration %d: supernet validation Dice %.4f %s, memory ratio %.3f", done, res["mean_dice"],
-                     [round(v, 4) for v in res["class_dice"]], ratio)
+            log.info("iteration %d: supernet validation Dice %.4f %s, memory ratio %.3f decoded, %.3f expected",
+                     done, res["mean_dice"], [round(v, 4) for v in res["class_dice"]], found.mem_ratio,
+                     found.mem_ratio_expected)
             if writer is not None:
                 writer.add_scalar("val/dice", res["mean_dice"], done)
                 for k, v in enumerate(res["class_dice"]):
@@ -182,15 +199,16 @@ def run_search(cfg) -> Path:
     bar.close()
 
     with torch.no_grad():
-        ratio = float(arch.memory(net.tau).ratio)
-    final = decode_arch(net, cfg, cfg.iters, net.tau, ratio)
+        expected = float(arch.memory(net.tau).ratio)
+    final = decode_arch(net, cfg, cfg.iters, arch.mem_shape, expected, log)
     if d.is_main:
         write_arch(final, run_dir, "arch", log)
         if cfg.opset == 1:  # MONAI's DiNTS only knows opset 1
             export_monai_arch(final, run_dir / "arch.pth")
         if writer is not None:
             writer.close()
-        log.info("searched architecture: %s (memory ratio %.3f, budget %g)", run_dir / "arch.json", ratio, cfg.mem)
+        log.info("searched architecture: %s (memory ratio %.3f decoded, %.3f expected; budget %g)",
+                 run_dir / "arch.json", final.mem_ratio, final.mem_ratio_expected, cfg.mem)
     dist.barrier()
     return run_dir
 

@@ -30,6 +30,7 @@ HAND = dict(
     channel_mul=0.5,
     mem_budget=0.8,
     mem_ratio=0.79,
+    mem_ratio_expected=0.8,
     task="Task09_Spleen",
     fold=2,
     iteration=1200,

@@ -92,6 +92,12 @@ def test_sampling_respects_fed_nodes_by_hand():
     # allowed, the draw falls back on the eligible paths {0, 2} and takes 0.
     assert mask.tolist() == [[False, True, False, False], [True, False, False, False]]
     assert torch.equal(net.path_mask, mask)
+    # Inclusion probabilities: one draw among the eligible paths, in proportion to eta; ineligible paths get 0.
+    eta = torch.sigmoid(net.alpha_a.detach().double())
+    assert net.path_inclusion[0].double().tolist() == pytest.approx((eta[0] / eta[0].sum()).tolist(), abs=1e-6)
+    assert net.path_inclusion[1, 1].item() == 0 and net.path_inclusion[1, 3].item() == 0
+    both = eta[1, 0] + eta[1, 2]
+    assert net.path_inclusion[1, 0].item() == pytest.approx(float(eta[1, 0] / both), abs=1e-6)
 
 
 def test_sampling_prunes_paths_nobody_reads():
@@ -144,7 +150,14 @@ def test_sampled_forward_runs_only_sampled_paths_and_matches_monai():
         assert sorted(called) == sorted(f"{b}_{p}" for b in range(4) for p in range(7) if mask[b, p])
         assert sorted(stems_called) == sorted({src[p] for p in range(7) if mask[0, p]})
 
-        # MONAI runs the paths of its arch_code_a, scaled by the same full-block probabilities.
+        # With inclusion probabilities of 1 the sampled forward is MONAI's forward over arch_code_a (same
+        # full-block path scales); the estimator's weighting by 1/pi is checked in test_sampling.py.
+        pi = net.path_inclusion.clone()
+        assert ((pi[mask] > 0) & (pi[mask] <= 1)).all()
+        net.set_paths(mask)
+        assert net.path_inclusion.eq(1).all()
+        with torch.no_grad():
+            plain = net(x, use_max=False)
         node_a = torch.zeros(5, 3)
         node_a[0, [src[p] for p in range(7) if mask[0, p]]] = 1
         for b in range(4):
@@ -152,7 +165,8 @@ def test_sampled_forward_runs_only_sampled_paths_and_matches_monai():
         ref.dints_space.arch_code_a = mask.float()
         ref.node_a = node_a
         with torch.no_grad():
-            torch.testing.assert_close(out, ref(x), atol=1e-4, rtol=0)
+            torch.testing.assert_close(plain, ref(x), atol=1e-4, rtol=0)
+        net.set_paths(mask, pi)
 
     _, full_bytes = _saved_bytes(lambda: net(x, use_max=True))
     assert sampled_bytes < 0.6 * full_bytes

@@ -47,7 +47,10 @@ class Arch:
         use_downsample: whether the stem halves the input resolution.
         channel_mul: channel multiplier the search ran with (retraining usually doubles it).
         mem_budget: memory budget of the search as a fraction of the full supernet, if known.
-        mem_ratio: usage/full memory ratio the search reached, if known.
+        mem_ratio: usage/full memory ratio of this architecture (its active paths' cost over the cost of every
+            path, :func:`dints.relax.decoded_memory_ratio`), if known.
+        mem_ratio_expected: the search distribution's expected usage/full when the architecture was decoded (what
+            the memory loss drives towards the budget), if known.
         task: task the architecture was searched on, if known.
         fold: fold of that search, if known.
         iteration: search iteration the architecture was decoded at, if known.
@@ -68,6 +71,7 @@ class Arch:
     channel_mul: float = 0.5
     mem_budget: float | None = None
     mem_ratio: float | None = None
+    mem_ratio_expected: float | None = None
     task: str | None = None
     fold: int | None = None
     iteration: int | None = None
@@ -203,7 +207,7 @@ def _validate(arch: Arch) -> None:
         raise ArchError(f"field 'use_downsample': expected true or false, got {arch.use_downsample!r}")
     if not _is_number(arch.channel_mul) or not arch.channel_mul > 0:
         raise ArchError(f"field 'channel_mul': expected a positive number, got {arch.channel_mul!r}")
-    for name in ("mem_budget", "mem_ratio"):
+    for name in ("mem_budget", "mem_ratio", "mem_ratio_expected"):
         value = getattr(arch, name)
         if value is not None and (not _is_number(value) or not 0 <= value <= 1):
             raise ArchError(f"field {name!r}: expected a number in [0, 1] or null, got {value!r}")

@@ -25,8 +25,15 @@ SEARCH_LR_MILESTONES = (0.4, 0.8)
 
 
 def seg_loss_fn() -> DiceCELoss:
-    """Dice + cross-entropy on softmax outputs, one-hot labels, background left out of the Dice term."""
-    return DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+    """The authors' segmentation loss (DESIGN §5), used by the search and by retraining.
+
+    Dice + cross-entropy on softmax outputs with one-hot labels, as the DiNTS authors configure MONAI's
+    ``DiceCELoss`` in their search and training scripts: background left out of the Dice term, squared predictions
+    in the Dice denominator, Dice over the whole batch (one ratio per class, not one per crop), smoothing 1e-5 in
+    numerator and denominator.
+    """
+    return DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, squared_pred=True, batch=True,
+                      smooth_nr=1e-5, smooth_dr=1e-5)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
 from . import dist
+from .metrics import defined_mean
 
 
 def predict_volume(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, cfg,
@@ -60,8 +61,9 @@ def validate(model: torch.nn.Module, loader, cfg, device: torch.device, amp: boo
     module switched to eval mode.
 
     Returns:
-        ``{"mean_dice": float, "class_dice": [float per foreground class], "cases": int}``. Class means skip NaN
-        entries; ``mean_dice`` is the mean of the class means.
+        ``{"mean_dice": float, "class_dice": [float per foreground class], "cases": int}``. Averages follow
+        :func:`dints.metrics.defined_mean`: a class's mean skips cases where the class is absent from both masks
+        (NaN when no case has it), and ``mean_dice`` is the mean of the defined class means (NaN when none is).
     """
     was_training = model.training
     model.eval()
@@ -79,10 +81,10 @@ def validate(model: torch.nn.Module, loader, cfg, device: torch.device, amp: boo
         counts += ok.double()
         cases += 1
     sums, counts, cases = dist_sum(sums), dist_sum(counts), int(dist_sum(torch.tensor([float(cases)])).item())
-    class_dice = (sums / counts.clamp(min=1)).tolist()
+    class_dice = torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan"))).tolist()
     if was_training:
         model.train()
-    return {"mean_dice": float(sum(class_dice) / len(class_dice)), "class_dice": class_dice, "cases": cases}
+    return {"mean_dice": defined_mean(class_dice), "class_dice": class_dice, "cases": cases}
 
 
 def dist_sum(t: torch.Tensor) -> torch.Tensor:

@@ -61,6 +61,17 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing: S
     return out
 
 
+def defined_mean(values: Sequence[float]) -> float:
+    """Mean of the defined (non-NaN) values; NaN when none is defined.
+
+    The one rule for averaging Dice over cases and over classes, in validation during training
+    (:func:`dints.evaluate.validate`) and in test summaries (:func:`summarise`): an undefined value (a class absent
+    from both masks) is left out, never counted as 0 or 1.
+    """
+    v = [float(x) for x in values if not math.isnan(float(x))]
+    return float(np.mean(v)) if v else float("nan")
+
+
 def _stats(values: list[float]) -> dict[str, float | int | None]:
     v = np.array([x for x in values if not math.isnan(x)], dtype=float)
     return {"mean": float(v.mean()) if v.size else None, "std": float(v.std()) if v.size else None, "n": int(v.size)}
@@ -82,6 +93,6 @@ def summarise(rows: list[dict], class_names: Sequence[str]) -> dict:
         ds = _stats(d)
         classes[name] = {"dice": ds, "hd95": _stats(h), "empty_both": sum(math.isnan(x) for x in d),
                          "hd95_undefined": sum(math.isnan(x) for x in h)}
-        if ds["mean"] is not None:
-            means.append(ds["mean"])
-    return {"mean_dice": float(np.mean(means)) if means else None, "cases": len(rows), "classes": classes}
+        means.append(defined_mean(d))
+    mean = defined_mean(means)
+    return {"mean_dice": None if math.isnan(mean) else mean, "cases": len(rows), "classes": classes}

@@ -9,6 +9,11 @@ A block's *child* is a non-empty subset of its paths (:func:`dints.topology.chil
 product of ``eta`` (path on) and ``1 - eta`` (path off) renormalised over non-empty subsets. The losses are those of
 MONAI's DiNTS search (tutorial and Auto3DSeg): entropy, topology (``TopologySearch.get_topology_entropy``) and the
 memory ratio (``TopologySearch.get_ram_cost_usage``), with the memory in true megabytes (DESIGN §10).
+
+The memory ratio equals MONAI's only where the channel ladder doubles exactly from level to level
+(``channel_mul`` 0.5, 0.25, 1, ...). Levels are sized here by the channels they really have,
+``int(32 * 2**(r+1) * channel_mul)``, while MONAI's sizes assume exact doubling; at ``channel_mul`` 0.2 or 0.3 the
+truncation (12, 25, 51, 102 channels at 0.2) makes the two ratios differ by up to 2e-3.
 """
 
 from __future__ import annotations
@@ -275,8 +280,9 @@ def memory_estimate(
 
     Each path costs ``(1 + resample + sum_k w_k * c_k) * size(target level)``, weighted by its supernet scale
     (:func:`path_scales`) for ``usage`` and by 1 for ``full``. The ratio equals MONAI's
-    ``get_ram_cost_usage() / get_ram_cost_usage(full=True)``; the megabytes are those of the real tensors
-    (MONAI's are twice as large with ``use_downsample``, DESIGN §10).
+    ``get_ram_cost_usage() / get_ram_cost_usage(full=True)`` where the channel ladder doubles exactly (see the
+    module docstring); the megabytes are those of the real tensors (MONAI's are twice as large with
+    ``use_downsample``, DESIGN §10).
 
     Args:
         alpha_a: path logits, shape ``(B, P)``.
@@ -314,3 +320,38 @@ def memory_loss(ratio: torch.Tensor, budget: float) -> torch.Tensor:
         Scalar tensor.
     """
     return torch.abs(budget - ratio)
+
+
+def decoded_memory_ratio(
+    arch_code_a: torch.Tensor,
+    arch_code_c: torch.Tensor,
+    ops: Sequence[str],
+    in_shape: Sequence[int],
+    channel_mul: float,
+    use_downsample: bool = True,
+) -> float:
+    """usage/full of a discrete architecture: the cost of its active paths over the cost of every path.
+
+    Each path costs ``(1 + resample + op cost) * size(target level)`` with the op the architecture chose for it
+    (DESIGN §5); ``full`` switches every path on with the same ops. This is what ``arch.json``'s ``mem_ratio``
+    records; :func:`memory_estimate`'s ratio is the search distribution's expectation of it.
+
+    Args:
+        arch_code_a: ``(B, P)`` 0/1, the active paths.
+        arch_code_c: ``(B, P)`` op indices into ``ops``.
+        ops: op names in index order.
+        in_shape: network input shape ``(N, C, X, Y, Z)``.
+        channel_mul: channel multiplier of the network.
+        use_downsample: whether the stem halves the input.
+
+    Returns:
+        The ratio, a Python float in (0, 1].
+    """
+    code_a = torch.as_tensor(arch_code_a, dtype=torch.float64)
+    code_c = torch.as_tensor(arch_code_c, dtype=torch.long)
+    num_depths = topology.depths_from_paths(code_a.shape[-1])
+    _, tgt, _ = topology.path_table(num_depths)
+    pre, op = path_costs(num_depths, ops, channel_mul, use_downsample)
+    size = level_sizes_mb(in_shape, num_depths, channel_mul, use_downsample)[tgt]
+    per_path = (1.0 + pre + op[code_c]) * size  # (B, P)
+    return float((per_path * code_a).sum() / per_path.sum())

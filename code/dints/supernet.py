@@ -8,7 +8,8 @@ Two modes:
 
 - one-shot (``use_max=True``): every path and op runs;
 - sampling (``use_max=False``): only the paths drawn by :meth:`SuperNet.sample_paths` run, which cuts memory and
-  time. Their outputs are scaled exactly as in one-shot mode.
+  time. Each runs with its one-shot scale divided by its inclusion probability, so the sampled forward is a
+  Horvitz-Thompson estimate of the one-shot forward (:mod:`dints.sampling` states the design and what it estimates).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from dints import relax
+from dints import relax, sampling
 from dints.opsets import opset_ops
 from dints.ops import Decoder, Head, MixedCell, Stem, check_input, filter_nums
 from dints.topology import level_channels, num_paths, path_table
@@ -45,6 +46,8 @@ class SuperNet(nn.Module):
         alpha_a: ``nn.Parameter`` of shape ``(B, P)``, initialised N(0, 0.01) as MONAI's ``log_alpha_a``.
         alpha_c: ``nn.Parameter`` of shape ``(B, P, K)``, initialised N(1, 0.01) as MONAI's ``log_alpha_c``.
         path_mask: bool buffer ``(B, P)``, the paths that run in sampling mode (all until sampled).
+        path_inclusion: float buffer ``(B, P)``, each path's inclusion probability in the draw that made
+            :attr:`path_mask` (1 until sampled); sampled paths run with their one-shot scale divided by it.
         tau: temperature (float), may be changed between iterations.
         ops: candidate op names in index order.
     """
@@ -100,6 +103,7 @@ class SuperNet(nn.Module):
         self.alpha_a = nn.Parameter(torch.empty(num_blocks, self.num_paths).normal_(0.0, 0.01))
         self.alpha_c = nn.Parameter(torch.empty(num_blocks, self.num_paths, len(self.ops)).normal_(1.0, 0.01))
         self.register_buffer("path_mask", torch.ones(num_blocks, self.num_paths, dtype=torch.bool), persistent=False)
+        self.register_buffer("path_inclusion", torch.ones(num_blocks, self.num_paths), persistent=False)
         all_paths = list(range(self.num_paths))
         self._all_paths = [all_paths for _ in range(num_blocks)]
         self._sampled = [list(all_paths) for _ in range(num_blocks)]
@@ -118,14 +122,20 @@ class SuperNet(nn.Module):
         """``eta = sigmoid(alpha_a / tau)``, shape ``(B, P)``."""
         return relax.path_probs(self.alpha_a, self.tau)
 
-    def cell_weights(self) -> torch.Tensor:
+    def cell_weights(self, sampled: bool = False) -> torch.Tensor:
         """Weights each cell mixes its ops with: ``softmax(alpha_c / tau) * eta / (1 - prod(1 - eta))``.
+
+        Args:
+            sampled: divide each path's scale by its inclusion probability (:attr:`path_inclusion`), the weight of
+                the sampled forward's estimator.
 
         Returns:
             Tensor of shape ``(B, P, K)``. Folding the path scale into the op weights scales the path output without
             an extra full-size multiplication.
         """
         scale = relax.path_scales(self.alpha_a, self.tau)
+        if sampled:  # unsampled paths do not run; their inclusion probability may be 0
+            scale = scale / self.path_inclusion.to(scale.dtype).clamp_min(1e-30)
         return relax.op_weights(self.alpha_c, self.tau) * scale.unsqueeze(-1)
 
     # ------------------------------------------------------------------ sampling
@@ -133,13 +143,12 @@ class SuperNet(nn.Module):
     def sample_paths(
         self, path_num: int, generator: torch.Generator | None = None, prune: bool = True
     ) -> torch.Tensor:
-        """Draw the paths that run in sampling mode and store them in :attr:`path_mask`.
+        """Draw the paths that run in sampling mode (:func:`dints.sampling.sample_block_paths`).
 
-        Block by block, ``min(path_num, eligible)`` distinct paths are drawn with probability proportional to
-        ``eta``, among the *eligible* paths: those whose source node is fed (block 0: every level, the stems feed
-        them all; block b > 0: the target levels of block b-1's drawn paths). So every node a path reads is
-        produced. With ``prune``, paths whose target node no later block (or, for the last block, the decoder)
-        reads are then dropped, last block first: they cannot change the output or any gradient.
+        Block by block, ``min(path_num, eligible)`` distinct paths are drawn among those whose source node is fed,
+        by systematic sampling with inclusion probabilities proportional to ``eta``; so every node a path reads is
+        produced. With ``prune``, paths whose target node nobody reads are then dropped
+        (:func:`dints.sampling.prune_unread`): they cannot change the output or any gradient.
 
         Args:
             path_num: paths drawn per block (>= 1).
@@ -147,36 +156,23 @@ class SuperNet(nn.Module):
             prune: drop paths whose output is never read.
 
         Returns:
-            Bool tensor ``(B, P)`` on CPU, the new mask (also copied into :attr:`path_mask`).
+            Bool tensor ``(B, P)`` on CPU, the new mask (also copied into :attr:`path_mask`; the inclusion
+            probabilities go to :attr:`path_inclusion`).
         """
-        if path_num < 1:
-            raise ValueError(f"path_num must be >= 1, got {path_num}")
-        eta = self.path_probs().detach().to("cpu", torch.float64).clamp_min(1e-30)
-        src, tgt, _ = path_table(self.num_depths)
-        mask = torch.zeros(self.num_blocks, self.num_paths, dtype=torch.bool)
-        fed = torch.ones(self.num_depths, dtype=torch.bool)
-        for b in range(self.num_blocks):
-            eligible = fed[src].nonzero().squeeze(1)
-            k = min(path_num, eligible.numel())
-            pick = eligible[torch.multinomial(eta[b, eligible], k, replacement=False, generator=generator)]
-            mask[b, pick] = True
-            fed = torch.zeros(self.num_depths, dtype=torch.bool)
-            fed[tgt[pick]] = True
+        mask, pi = sampling.sample_block_paths(self.path_probs(), self.num_depths, path_num, generator)
         if prune:
-            read = torch.ones(self.num_depths, dtype=torch.bool)  # the decoder reads every last-block node
-            for b in range(self.num_blocks - 1, -1, -1):
-                mask[b] &= read[tgt]
-                read = torch.zeros(self.num_depths, dtype=torch.bool)
-                read[src[mask[b]]] = True
-        self.set_paths(mask)
+            mask = sampling.prune_unread(mask, self.num_depths)
+        self.set_paths(mask, pi)
         return mask
 
-    def set_paths(self, mask: torch.Tensor | None) -> None:
+    def set_paths(self, mask: torch.Tensor | None, inclusion: torch.Tensor | None = None) -> None:
         """Set the paths that run in sampling mode.
 
         Args:
             mask: 0/1 or bool tensor ``(B, P)``; every block needs a path, and every path's source node must be fed
                 by the previous block. ``None`` restores all paths.
+            inclusion: ``(B, P)`` inclusion probabilities of the draw (in (0, 1] on the paths of ``mask``);
+                ``None``: 1 (the paths run with their one-shot scales, as MONAI runs an ``arch_code_a``).
         """
         if mask is None:
             mask = torch.ones(self.num_blocks, self.num_paths, dtype=torch.bool)
@@ -192,7 +188,13 @@ class SuperNet(nn.Module):
             if unfed:
                 raise ValueError(f"path mask reads unfed level(s) {unfed} at block {b}")
             fed = {self._tgt[p] for p in paths}
+        if inclusion is None:
+            inclusion = torch.ones(mask.shape, dtype=torch.float64)
+        inclusion = torch.as_tensor(inclusion).to("cpu", torch.float64)
+        if inclusion.shape != mask.shape or not ((inclusion[mask] > 0) & (inclusion[mask] <= 1)).all():
+            raise ValueError("inclusion probabilities must have the mask's shape and lie in (0, 1] on its paths")
         self.path_mask.copy_(mask)
+        self.path_inclusion.copy_(inclusion.to(self.path_inclusion.dtype))
         self._sampled = active
 
     # ------------------------------------------------------------------ forward
@@ -209,7 +211,7 @@ class SuperNet(nn.Module):
         """
         check_input(x, self.in_channels, self.num_depths, self.use_downsample)
         active = self._all_paths if use_max else self._sampled
-        weights = self.cell_weights()
+        weights = self.cell_weights(sampled=not use_max)
 
         nodes: list[torch.Tensor | None] = [None] * self.num_depths
         for d in sorted({self._src[p] for p in active[0]}):

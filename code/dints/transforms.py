@@ -8,7 +8,6 @@ labels and augmentation. Inference keeps the image's metadata and the applied op
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -35,6 +34,8 @@ from monai.transforms import (
 )
 
 IMAGE, LABEL = "image", "label"
+#: Largest random rotation about each axis (radians), as in the authors' training transforms.
+ROTATE_RAD = 0.3
 #: Cap on the voxel indices kept per class for crop sampling (bounds cache memory on large CT volumes).
 MAX_INDICES_PER_CLASS = 20000
 
@@ -77,8 +78,10 @@ def train_transforms(cfg) -> tuple[Compose, Compose]:
 
     Returns:
         ``(cached, random)``. ``cached`` ends with per-class voxel indices; ``random`` draws ``cfg.num_samples``
-        class-balanced crops of ``cfg.patch_size`` and augments them (flips, small rotations, zoom, intensity
-        scale and shift, Gaussian noise and smoothing). Each crop: image float32 (C, *patch), label float32
+        class-balanced crops of ``cfg.patch_size`` and augments them as the DiNTS authors do: rotation up to
+        0.3 rad about each axis (p 0.2), zoom 0.8-1.2 (p 0.16), Gaussian smoothing with sigma 0.5-1.15 (p 0.15),
+        intensity scale by up to 30% (p 0.5) and shift by up to 0.1 (p 0.5), Gaussian noise with std 0.01
+        (p 0.15), and a flip along each axis (p 0.5). Each crop: image float32 (C, *patch), label float32
         (1, *patch) with integer class values.
     """
     n = cfg.num_classes
@@ -86,22 +89,24 @@ def train_transforms(cfg) -> tuple[Compose, Compose]:
         ClassesToIndicesd(LABEL, num_classes=n, max_samples_per_class=MAX_INDICES_PER_CLASS),
     ]
     patch = tuple(cfg.patch_size)
-    rot = math.radians(15)
+    # Magnitudes and probabilities of the DiNTS authors' training transforms (MONAI's DiNTS tutorial,
+    # search_dints.py / train_dints.py), in their order.
     rand = [
         RandCropByLabelClassesd(
             [IMAGE, LABEL], label_key=LABEL, spatial_size=patch, ratios=[1] * n, num_classes=n,
             num_samples=cfg.num_samples, indices_key=f"{LABEL}_cls_indices", warn=False,
         ),
+        RandRotated([IMAGE, LABEL], range_x=ROTATE_RAD, range_y=ROTATE_RAD, range_z=ROTATE_RAD, prob=0.2,
+                    mode=["bilinear", "nearest"], padding_mode="zeros", keep_size=True),
+        RandZoomd([IMAGE, LABEL], prob=0.16, min_zoom=0.8, max_zoom=1.2, mode=["trilinear", "nearest"],
+                  align_corners=[True, None], keep_size=True),
+        RandGaussianSmoothd(IMAGE, prob=0.15, sigma_x=(0.5, 1.15), sigma_y=(0.5, 1.15), sigma_z=(0.5, 1.15)),
+        RandScaleIntensityd(IMAGE, factors=0.3, prob=0.5),
+        RandShiftIntensityd(IMAGE, offsets=0.1, prob=0.5),
+        RandGaussianNoised(IMAGE, prob=0.15, std=0.01),
         RandFlipd([IMAGE, LABEL], prob=0.5, spatial_axis=0),
         RandFlipd([IMAGE, LABEL], prob=0.5, spatial_axis=1),
         RandFlipd([IMAGE, LABEL], prob=0.5, spatial_axis=2),
-        RandRotated([IMAGE, LABEL], range_x=rot, range_y=rot, range_z=rot, prob=0.2,
-                    mode=["bilinear", "nearest"], padding_mode="zeros", keep_size=True),
-        RandZoomd([IMAGE, LABEL], prob=0.2, min_zoom=0.9, max_zoom=1.1, mode=["trilinear", "nearest"], keep_size=True),
-        RandScaleIntensityd(IMAGE, factors=0.1, prob=0.5),
-        RandShiftIntensityd(IMAGE, offsets=0.1, prob=0.5),
-        RandGaussianNoised(IMAGE, prob=0.15, std=0.05),
-        RandGaussianSmoothd(IMAGE, prob=0.1, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
         CastToTyped([IMAGE, LABEL], dtype=torch.float32),
         EnsureTyped([IMAGE, LABEL], track_meta=False),
     ]
