@@ -6,12 +6,14 @@
 Writes into ``<work_root>/search-bilevel-ent-mem<mem>-<task>/``: ``config_search.json``, ``search.log``,
 TensorBoard events (``tb/``), ``metrics.csv``, ``latest.pt`` (full state; rerunning the command resumes from it),
 every validation interval ``arch_<iter>.json`` with its picture, and at the end ``arch.json``, ``arch.pth``
-(MONAI arch codes) and ``arch.png``/``arch.svg``.
+(MONAI arch codes), ``arch.png``/``arch.svg`` and ``summary.json`` (time per iteration, peak memory, memory
+ratios).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,8 @@ from dints.architect import Architect  # noqa: E402
 from dints.archfile import Arch, export_monai_arch, save_arch  # noqa: E402
 from dints.decode import decode  # noqa: E402
 from dints.errors import ConfigError, UserError, cli_main  # noqa: E402
-from dints.io import write_csv  # noqa: E402
+from dints.io import write_csv, write_json  # noqa: E402
+from dints.profiling import peak_memory_mb  # noqa: E402
 from dints.loader import train_loader, val_loader  # noqa: E402
 from dints.evaluate import validate  # noqa: E402
 from dints.msd import volume_shapes  # noqa: E402
@@ -137,6 +140,7 @@ def run_search(cfg) -> Path:
     bar = tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc="search", disable=not d.is_main,
                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
     net.train()
+    loop_start = time.perf_counter()
     for it in bar:
         if not cfg.use_max and it % cfg.path_iters == 0:
             net.sample_paths(cfg.path_num, path_gen)
@@ -197,6 +201,7 @@ def run_search(cfg) -> Path:
         if done % cfg.ckpt_interval == 0 or done == cfg.iters:
             save_latest(done)
     bar.close()
+    seconds, ran = time.perf_counter() - loop_start, cfg.iters - start
 
     with torch.no_grad():
         expected = float(arch.memory(net.tau).ratio)
@@ -207,8 +212,18 @@ def run_search(cfg) -> Path:
             export_monai_arch(final, run_dir / "arch.pth")
         if writer is not None:
             writer.close()
+        peak = peak_memory_mb(device)
+        write_json(run_dir / "summary.json", {
+            "iterations": cfg.iters, "iterations_this_run": ran, "seconds_this_run": round(seconds, 3),
+            "seconds_per_iteration": round(seconds / ran, 5) if ran else None, **peak,
+            "mem_budget": cfg.mem, "mem_ratio": final.mem_ratio, "mem_ratio_expected": final.mem_ratio_expected,
+            "val_dice": history[-1]["val_dice"] if history else None, "mode": "one-shot" if cfg.use_max else
+            f"sampling {cfg.path_num} paths every {cfg.path_iters} iteration(s)"})
         log.info("searched architecture: %s (memory ratio %.3f decoded, %.3f expected; budget %g)",
                  run_dir / "arch.json", final.mem_ratio, final.mem_ratio_expected, cfg.mem)
+        if ran:
+            log.info("%d iterations in %.1f s (%.3f s per iteration); peak memory %s", ran, seconds, seconds / ran,
+                     ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
     dist.barrier()
     return run_dir
 

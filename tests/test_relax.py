@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import DiNTS, TopologySearch
 
+import independent
 from dints import relax, topology
 from dints.opsets import OPSETS, op_cost, opset_ops
 
@@ -109,6 +110,79 @@ def test_memory_matches_monai(num_depths, num_blocks, seed, channel_mul):
     # MONAI pairs level r's channels with level r-1's voxel count (halved): twice the true size in 3-D (DESIGN §10).
     assert float(est.usage) * 2 == pytest.approx(float(usage), rel=1e-5)
     assert float(est.full) * 2 == pytest.approx(float(full), rel=1e-5)
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5, 2.0])
+@pytest.mark.parametrize("num_depths,num_blocks", CASES)
+def test_losses_at_a_temperature_match_monai_on_scaled_logits(num_depths, num_blocks, tau):
+    # MONAI has no temperature: its losses on alpha / tau are ours at temperature tau. (Logits of a moderate size:
+    # at |alpha / tau| ~ 60 both float32 implementations round 1 - p differently inside the topology loss's
+    # log(1 - p + 1e-5); test_losses_match_first_principles covers tau = 0.1 in float64.)
+    alpha_a, alpha_c = random_logits(num_depths, num_blocks, seed=3, scale=2.0 * min(tau, 1.0))
+    ref = load_logits(monai_search(num_depths, num_blocks), alpha_a / tau, alpha_c / tau)
+    shape = (1, 1, 64, 64, 64)
+    with torch.no_grad():
+        ref_child, _ = ref.get_prob_a(child=True)
+        assert float(relax.entropy_loss(alpha_a, alpha_c, tau)) == pytest.approx(float(monai_entropy(ref)), abs=1e-5)
+        ours_topo = float(relax.topology_loss(relax.child_probs(alpha_a, tau)))
+        assert ours_topo == pytest.approx(float(ref.get_topology_entropy(ref_child)), rel=1e-5, abs=1e-5)
+        ratio = ref.get_ram_cost_usage(shape) / ref.get_ram_cost_usage(shape, full=True)
+    ours = relax.memory_estimate(alpha_a, alpha_c, OPS1, shape, 0.5, tau=tau).ratio
+    assert float(ours) == pytest.approx(float(ratio), abs=1e-5)
+
+
+@pytest.mark.parametrize("channel_mul", [0.2, 0.3])
+def test_memory_ratio_differs_from_monai_only_by_the_channel_ladder(channel_mul):
+    # MONAI's filter_nums int(32 * 2**r * channel_mul), r = 0..D, do not double exactly at 0.2 (6, 12, 25, 51, 102)
+    # or 0.3 (9, 19, 38, 76, 153): its per-level sizes are then not proportional to the real ones, and the ratios
+    # differ, by at most 4e-3 (relax.py's module docstring). At 0.25 and 0.5 they agree to 1e-5 (tests above).
+    ladder = [int(32 * 2**r * channel_mul) for r in range(5)]
+    assert any(b != 2 * a for a, b in zip(ladder, ladder[1:]))
+    worst = 0.0
+    for seed in SEEDS:
+        for num_depths, num_blocks in [*CASES, (3, 4)]:
+            for scale in (2.0, 0.01):  # spread-out logits, and MONAI's initialisation
+                alpha_a, alpha_c = random_logits(num_depths, num_blocks, seed, scale)
+                ref = load_logits(monai_search(num_depths, num_blocks, channel_mul), alpha_a, alpha_c)
+                for shape in [(2, 1, 64, 64, 32), (1, 1, 96, 96, 96)]:
+                    with torch.no_grad():
+                        theirs = float(ref.get_ram_cost_usage(shape) / ref.get_ram_cost_usage(shape, full=True))
+                    ours = float(relax.memory_estimate(alpha_a, alpha_c, OPS1, shape, channel_mul).ratio)
+                    worst = max(worst, abs(ours - theirs))
+    assert 1e-4 < worst <= 4e-3
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.3, 0.1])
+@pytest.mark.parametrize("num_depths,num_blocks", [(2, 3), (3, 2)])
+def test_losses_match_first_principles(num_depths, num_blocks, tau):
+    # Children enumerated as path sets, probabilities as explicit products, patterns as frozensets, costs from
+    # DESIGN.md §5 (tests/independent.py): no table or matrix of the library is used.
+    alpha_a, alpha_c = random_logits(num_depths, num_blocks, seed=11)
+    alpha_a, alpha_c = alpha_a.double(), alpha_c.double()
+    kids, p = independent.child_probs(alpha_a, tau)
+    ours = relax.child_probs(alpha_a, tau)
+    order = topology.child_index(torch.tensor([[int(i in k) for i in range(alpha_a.shape[1])] for k in kids]))
+    torch.testing.assert_close(ours[:, order], p)
+    assert float(relax.entropy_loss(alpha_a, alpha_c, tau)) == pytest.approx(
+        independent.entropy(alpha_a, alpha_c, tau), abs=1e-6)
+    assert float(relax.topology_loss(relax.child_probs(alpha_a, tau))) == pytest.approx(
+        independent.topology(alpha_a, num_depths, tau), rel=1e-5)
+    shape = (2, 1, 32, 32, 32)
+    est = relax.memory_estimate(alpha_a, alpha_c, OPS1, shape, 0.25, tau=tau)
+    assert float(est.ratio) == pytest.approx(
+        independent.memory_ratio(alpha_a, alpha_c, OPS1, num_depths, shape, 0.25, tau), rel=1e-6)
+
+
+def test_decoded_memory_ratio_hand_worked():
+    # D=2, one block, paths 0 (0->0, conv_3x3x3) and 2 (0->1 down, skip) on; 1 (1->0 up) and 3 (1->1) off.
+    # channel_mul 0.25: 16 and 32 channels; input 16^3 with the stem halving: level 0 8^3, level 1 4^3.
+    # Size (values): level 0 16*512 = 8192, level 1 32*64 = 2048.
+    # path 0: (1 + 0 + 3) * 8192 = 32768;  path 1 (up, r = 2, op skip): (1 + 6 + 0) * 8192 = 57344
+    # path 2 (down, r = 0.5, skip): (1 + 7 + 0) * 2048 = 16384;  path 3 (same, conv_3x3x3): (1 + 3) * 2048 = 8192
+    code_a = torch.tensor([[1, 0, 1, 0]])
+    code_c = torch.tensor([[1, 0, 0, 1]])
+    ratio = relax.decoded_memory_ratio(code_a, code_c, OPS1, (1, 1, 16, 16, 16), 0.25)
+    assert ratio == pytest.approx((32768 + 16384) / (32768 + 57344 + 16384 + 8192))
 
 
 def test_loss_gradients_match_monai():

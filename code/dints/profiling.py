@@ -32,3 +32,17 @@ def saved_activation_mb(net: torch.nn.Module, x: torch.Tensor) -> float:
         out = net(x)
     out.float().sum().backward()
     return sum(seen.values()) / 1024**2
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """Peak memory of this process so far, in MB: resident set size, and CUDA memory allocated on a GPU.
+
+    Returns:
+        ``{"peak_rss_mb": ...}`` plus ``"peak_cuda_mb"`` when ``device`` is a CUDA device.
+    """
+    import resource
+
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # kilobytes on Linux
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 1024**2
+    return out

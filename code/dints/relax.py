@@ -10,10 +10,12 @@ product of ``eta`` (path on) and ``1 - eta`` (path off) renormalised over non-em
 MONAI's DiNTS search (tutorial and Auto3DSeg): entropy, topology (``TopologySearch.get_topology_entropy``) and the
 memory ratio (``TopologySearch.get_ram_cost_usage``), with the memory in true megabytes (DESIGN §10).
 
-The memory ratio equals MONAI's only where the channel ladder doubles exactly from level to level
-(``channel_mul`` 0.5, 0.25, 1, ...). Levels are sized here by the channels they really have,
-``int(32 * 2**(r+1) * channel_mul)``, while MONAI's sizes assume exact doubling; at ``channel_mul`` 0.2 or 0.3 the
-truncation (12, 25, 51, 102 channels at 0.2) makes the two ratios differ by up to 2e-3.
+The memory ratio equals MONAI's only where the channel ladder doubles exactly from level to level, the stem's
+first convolution included (MONAI's ``filter_nums``, ``int(32 * 2**r * channel_mul)`` for r = 0..D: exact for
+``channel_mul`` 0.5, 0.25, 1, ...). Levels are sized here by the channels they really have, while MONAI pairs each
+level's voxels with the channels of the level above it, which is proportional only when the ladder doubles. At
+``channel_mul`` 0.2 or 0.3 the truncation (6, 12, 25, 51, 102 channels at 0.2) makes the two ratios differ by up
+to 4e-3 (``tests/test_relax.py`` bounds it over random logits).
 """
 
 from __future__ import annotations
