@@ -134,6 +134,8 @@ def test_every_shipped_preset_parses_for_every_stage():
             if p.stem.startswith("Task"):
                 # patch sides must suit the preset's levels (DESIGN §3: divisible by 2^(D+1))
                 assert all(s % 2 ** (cfg.levels + 1) == 0 for s in cfg.patch_size), p
+            if stage == "search":  # the paper's mode (DESIGN §4, §11): one-shot, no annealing, both losses on
+                assert (cfg.use_max, cfg.EF, cfg.EP, cfg.topology) == (1, 0, 1, 1), p
 
 
 def test_msd_presets_match_design_table():

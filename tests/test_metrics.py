@@ -64,3 +64,40 @@ def test_dice_per_class_matches_hand_worked():
     d = dice_per_class(pred, ref, 4)
     assert d[0].item() == pytest.approx(2 * 1 / 3) and d[1].item() == pytest.approx(2 * 2 / 5)
     assert math.isnan(d[2].item())
+
+
+def test_validation_and_test_summaries_average_over_defined_classes_only():
+    # Two validation cases, three classes; class 2 appears in neither reference nor prediction. The model predicts
+    # class 1 on the first half of axis 0 (32 voxels).
+    from types import SimpleNamespace
+
+    import torch
+
+    from dints.evaluate import validate
+    from dints.metrics import case_metrics, defined_mean, summarise
+
+    class LeftHalf(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 3, *x.shape[2:])
+            logits[:, 0] = 1.0
+            logits[:, 1, : x.shape[2] // 2] = 2.0  # class 1 on the first half of axis 0
+            return logits
+
+    shape = (4, 4, 4)
+    a = torch.zeros(shape)
+    a[:, :2, :2] = 1  # 16 voxels, 8 of them in the left half
+    b = torch.zeros(shape)
+    b[:2] = 1  # exactly the left half
+    loader = [{"image": torch.zeros(1, 1, *shape), "label": lab[None, None]} for lab in (a, b)]
+    cfg = SimpleNamespace(num_classes=3, patch_size=[4, 4, 4], sw_batch_size=1, sw_overlap=0.0)
+    res = validate(LeftHalf(), loader, cfg, torch.device("cpu"))
+    # predicted class 1: 32 voxels. Case A: 2*8/(32+16) = 1/3; case B: 2*32/(32+32) = 1.
+    assert res["class_dice"][0] == pytest.approx((1 / 3 + 1.0) / 2)
+    assert math.isnan(res["class_dice"][1])  # no case has class 2: undefined, not 0
+    assert res["mean_dice"] == pytest.approx((1 / 3 + 1.0) / 2)  # the mean of the defined classes only
+
+    pred = np.zeros(shape, np.int64)
+    pred[:2] = 1
+    rows = [case_metrics(pred, lab.numpy().astype(np.int64), 3, (1, 1, 1)) for lab in (a, b)]
+    assert summarise(rows, ["one", "two"])["mean_dice"] == pytest.approx(res["mean_dice"])
+    assert math.isnan(defined_mean([float("nan")])) and defined_mean([0.5, float("nan"), 1.0]) == 0.75

@@ -225,8 +225,11 @@ def test_short_search_writes_outputs(tiny_args, tmp_path):
     assert f"memory ratio {arch.mem_ratio:.3f} decoded, {arch.mem_ratio_expected:.3f} expected" in log
 
 
-def test_kill_9_and_rerun_gives_the_same_architecture(tiny_args, tmp_path):
-    args = [*FAST, "--iters", "12", "--warmup_iters", "4", "--val_interval", "6"]
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [["--use_max", "1"], ["--use_max", "0", "--path_num", "2"]], ids=["one-shot", "sampling"])
+def test_kill_9_and_rerun_gives_the_same_architecture(tiny_args, tmp_path, mode):
+    # Sampling mode also restores the drawn paths and their inclusion probabilities (the estimator's weights).
+    args = [*FAST, *mode, "--iters", "12", "--warmup_iters", "4", "--val_interval", "6"]
     ref_work = tmp_path / "ref"
     r = _run(tiny_args(*args, work=ref_work))
     assert r.returncode == 0, r.stderr[-2000:]

@@ -134,8 +134,9 @@ class SuperNet(nn.Module):
             an extra full-size multiplication.
         """
         scale = relax.path_scales(self.alpha_a, self.tau)
-        if sampled:  # unsampled paths do not run; their inclusion probability may be 0
-            scale = scale / self.path_inclusion.to(scale.dtype).clamp_min(1e-30)
+        if sampled:  # paths outside the mask do not run (their inclusion probability may be 0): weight 0
+            pi = self.path_inclusion.to(scale.dtype)
+            scale = scale * torch.where(self.path_mask, 1.0 / pi.clamp_min(1e-12), torch.zeros_like(pi))
         return relax.op_weights(self.alpha_c, self.tau) * scale.unsqueeze(-1)
 
     # ------------------------------------------------------------------ sampling
