@@ -24,7 +24,7 @@ from config import load_config, to_dict, where  # noqa: E402
 from dints import checkpoint, dist, relax  # noqa: E402
 from dints.architect import Architect  # noqa: E402
 from dints.archfile import Arch, export_monai_arch, save_arch  # noqa: E402
-from dints.decode import decode  # noqa: E402
+from dints.decode import Decoded, decode  # noqa: E402
 from dints.errors import ConfigError, UserError, cli_main  # noqa: E402
 from dints.io import write_csv, write_json  # noqa: E402
 from dints.profiling import peak_memory_mb  # noqa: E402
@@ -59,17 +59,22 @@ def check_patch(cfg, ctx) -> None:
             "use a smaller --patch_size or a finer --spacing")
 
 
+def decode_with_ratio(net: SuperNet, cfg, mem_shape) -> tuple[Decoded, float]:
+    """Decode the current logits (at tau = 1) and compute the decoded architecture's usage/full (~1 ms at D=4, B=12)."""
+    d = decode(net.alpha_a.detach().cpu(), net.alpha_c.detach().cpu())
+    return d, relax.decoded_memory_ratio(d.arch_code_a, d.arch_code_c, net.ops, mem_shape, cfg.channel_mul,
+                                         bool(cfg.use_downsample))
+
+
 def decode_arch(net: SuperNet, cfg, it: int, mem_shape, expected: float, log=None) -> Arch:
     """The discrete architecture the current logits decode to (at tau = 1), with its memory ratios and provenance.
 
     ``mem_ratio`` is the decoded architecture's own usage/full, ``mem_ratio_expected`` the search distribution's.
     Ties settled by index order are logged as a warning when ``log`` is given.
     """
-    d = decode(net.alpha_a.detach().cpu(), net.alpha_c.detach().cpu())
+    d, ratio = decode_with_ratio(net, cfg, mem_shape)
     if d.ties and log is not None:
         log.warning("iteration %d: %d decoding decision(s) tied and were settled by the lowest index", it, d.ties)
-    ratio = relax.decoded_memory_ratio(d.arch_code_a, d.arch_code_c, net.ops, mem_shape, cfg.channel_mul,
-                                       bool(cfg.use_downsample))
     return Arch.from_decoded(d, cfg.opset, cfg.cellop, use_downsample=bool(cfg.use_downsample),
                              channel_mul=cfg.channel_mul, mem_budget=cfg.mem, mem_ratio=round(ratio, 6),
                              mem_ratio_expected=round(expected, 6), task=cfg.task, fold=cfg.fold, iteration=it)
@@ -152,10 +157,7 @@ def run_search(cfg) -> Path:
             ares = arch.arch_step(next(a_loader), it, device)
             ok = ok and ares.finite
             t = ares.terms
-            dec = decode(net.alpha_a.detach().cpu(), net.alpha_c.detach().cpu())  # ~1 ms at D=4, B=12
-            t["mem_ratio_decoded"] = relax.decoded_memory_ratio(dec.arch_code_a, dec.arch_code_c, net.ops,
-                                                                arch.mem_shape, cfg.channel_mul,
-                                                                bool(cfg.use_downsample))
+            t["mem_ratio_decoded"] = decode_with_ratio(net, cfg, arch.mem_shape)[1]
             scalars.update({"loss/seg_arch": t["seg_a"], "loss/entropy": t["entropy"], "loss/memory": t["memory"],
                             "loss/topology": t["topology"], "loss/arch_total": ares.loss,
                             "memory/ratio_expected": t["mem_ratio"], "memory/ratio_decoded": t["mem_ratio_decoded"],

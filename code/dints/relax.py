@@ -269,6 +269,15 @@ def level_sizes_mb(
     return torch.tensor(sizes, dtype=torch.float64) * BYTES_PER_VALUE / BYTES_PER_MB
 
 
+def _path_terms(
+    num_depths: int, ops: Sequence[str], in_shape: Sequence[int], channel_mul: float, use_downsample: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # Per-path resampling cost (P,), per-op cost (K,) and the size in MB of each path's output (P,).
+    _, tgt, _ = topology.path_table(num_depths)
+    pre, op = path_costs(num_depths, ops, channel_mul, use_downsample)
+    return pre, op, level_sizes_mb(in_shape, num_depths, channel_mul, use_downsample)[tgt]
+
+
 def memory_estimate(
     alpha_a: torch.Tensor,
     alpha_c: torch.Tensor,
@@ -300,10 +309,8 @@ def memory_estimate(
     """
     if alpha_c.shape[-1] != len(ops):
         raise ValueError(f"alpha_c has {alpha_c.shape[-1]} ops per cell but {len(ops)} op names were given")
-    num_depths = topology.depths_from_paths(alpha_a.shape[-1])
-    _, tgt, _ = topology.path_table(num_depths)
-    pre, op = path_costs(num_depths, ops, channel_mul, use_downsample)
-    size = level_sizes_mb(in_shape, num_depths, channel_mul, use_downsample)[tgt]
+    pre, op, size = _path_terms(topology.depths_from_paths(alpha_a.shape[-1]), ops, in_shape, channel_mul,
+                                use_downsample)
     pre, op, size = (t.to(dtype=alpha_a.dtype, device=alpha_a.device) for t in (pre, op, size))
     per_path = (1.0 + pre + op_weights(alpha_c, tau) @ op) * size  # (B, P)
     usage = (path_scales(alpha_a, tau) * per_path).sum()
@@ -351,9 +358,7 @@ def decoded_memory_ratio(
     """
     code_a = torch.as_tensor(arch_code_a, dtype=torch.float64)
     code_c = torch.as_tensor(arch_code_c, dtype=torch.long)
-    num_depths = topology.depths_from_paths(code_a.shape[-1])
-    _, tgt, _ = topology.path_table(num_depths)
-    pre, op = path_costs(num_depths, ops, channel_mul, use_downsample)
-    size = level_sizes_mb(in_shape, num_depths, channel_mul, use_downsample)[tgt]
+    pre, op, size = _path_terms(topology.depths_from_paths(code_a.shape[-1]), ops, in_shape, channel_mul,
+                                use_downsample)
     per_path = (1.0 + pre + op[code_c]) * size  # (B, P)
     return float((per_path * code_a).sum() / per_path.sum())
