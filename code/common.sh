@@ -27,8 +27,15 @@ preset_for() {  # preset_for TASK -> "--config FILE" or nothing
   if [ -n "$p" ]; then echo "--config $p"; fi
 }
 
-search_dir() {  # search_dir TASK -> the search run folder (seed naming)
-  echo "$WORK_ROOT/search-bilevel-ent-mem${MEM}-$1"
+layout_path() {  # layout_path KIND TASK [FOLD] -> a path of the run layout, as the Python stages spell it
+  # KIND: run (the search run folder), msd_size, or the marker file of a finished stage: search, retrain, val, test,
+  # fuse, resample (see code/dints/run/layout.py).
+  PYTHONPATH="$CODE_DIR${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m dints.run.layout "$1" --work_root "$WORK_ROOT" \
+    --task "$2" --mem "$MEM" ${3:+--fold "$3"}
+}
+
+search_dir() {  # search_dir TASK -> the search run folder (seed naming; MEM=0.80 and MEM=0.8 name the same folder)
+  layout_path run "$1"
 }
 
 launch() {  # launch SCRIPT ARGS... : one process, or NGPU of them with horovodrun or torchrun
@@ -54,4 +61,18 @@ arch_arg() {  # arch_arg -> "--arch FILE" when ARCH is set
 
 checkpoint_arg() {  # checkpoint_arg TASK FOLD -> "--checkpoint FILE" when CHECKPOINT is set
   if [ -n "$CHECKPOINT" ]; then echo "--checkpoint ${CHECKPOINT//\{fold\}/$2}"; fi
+}
+
+per_fold() {  # per_fold NAME KIND SCRIPT : run SCRIPT for every task and fold; skip finished ones unless FORCE=1
+  # The driver defines fold_args TASK FOLD, echoing the stage's own options for that fold.
+  local name=$1 kind=$2 script=$3 task fold marker
+  for task in $TASKS; do
+    for fold in $FOLDS; do
+      marker=$(layout_path "$kind" "$task" "$fold")
+      if [ -f "$marker" ] && [ "$FORCE" != 1 ]; then echo "[$name] $task fold $fold: done, skipping"; continue; fi
+      echo "[$name] $task fold $fold"
+      # shellcheck disable=SC2046
+      launch "$script" $(common_args "$task") --fold "$fold" $(fold_args "$task" "$fold")
+    done
+  done
 }

@@ -17,8 +17,8 @@ from typing import Any, Sequence
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dints.errors import ConfigError  # noqa: E402
+from dints.data.msd import Task, load_task
+from dints.errors import ConfigError, DataError
 
 STAGES = ("search", "retrain", "test", "fuse")
 
@@ -348,11 +348,25 @@ def to_dict(cfg: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in sorted(vars(cfg).items())}
 
 
-def save_config(cfg: argparse.Namespace, path: str | Path) -> Path:
-    """Write the resolved configuration as JSON (atomically)."""
-    from dints.io import write_json
+def resolve_task(cfg: argparse.Namespace) -> tuple[argparse.Namespace, Task]:
+    """Load the task's dataset.json and resolve the channel and class counts from it.
 
-    return write_json(path, to_dict(cfg))
+    Returns:
+        ``(resolved, task)``: a copy of ``cfg`` with ``in_channels``/``num_classes`` filled in from dataset.json
+        (``cfg`` itself is not changed), and the task.
+
+    Raises:
+        DataError: bad dataset.json, or a preset or flag that disagrees with it.
+    """
+    task = load_task(cfg.data_root, cfg.task)
+    resolved = argparse.Namespace(**vars(cfg))
+    for key, value, source in (("in_channels", task.in_channels, "'modality'"),
+                               ("num_classes", task.num_classes, "'labels'")):
+        set_to = getattr(cfg, key)
+        if set_to is not None and set_to != value:
+            raise DataError(f"{where(cfg, key)} is {set_to} but {task.root / 'dataset.json'} {source} declares {value}")
+        setattr(resolved, key, value)
+    return resolved, task
 
 
 if __name__ == "__main__":  # pragma: no cover - `python code/config.py search --help` shows a stage's options

@@ -16,34 +16,36 @@ case missing from msd_size.json or a size that disagrees with the original image
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from config import load_config  # noqa: E402
-from dints import dist  # noqa: E402
-from dints.errors import DataError, UserError, cli_main  # noqa: E402
-from dints.fusion import fuse_probabilities  # noqa: E402
-from dints.inference import load_probs, save_labels, save_probs  # noqa: E402
-from dints.io import write_json  # noqa: E402
-from dints.msd import load_task  # noqa: E402
-from dints.resample import resample_probabilities  # noqa: E402
-from dints.runlog import setup_logging  # noqa: E402
-from dints.stage import search_dir  # noqa: E402
+from config import load_config
+from dints.data.msd import load_task
+from dints.data.msd_size import read_msd_size
+from dints.errors import DataError, UserError, cli_main
+from dints.evaluate.fusion import fuse_probabilities
+from dints.evaluate.inference import load_probs, save_labels, save_probs
+from dints.evaluate.resample import resample_probabilities
+from dints.io import write_json
+from dints.run import dist, layout
+from dints.run.runlog import setup_logging
+
+
+def search_run(cfg) -> Path:
+    """The search run folder the stage works in."""
+    return layout.search_dir(cfg.work_root, cfg.task, cfg.mem)
 
 
 def fuse_folds(cfg, task, log) -> Path:
     """Stage 5: average the available folds per test case, argmax, write labels and probabilities."""
-    run = search_dir(cfg)
+    run = search_run(cfg)
     folds = cfg.folds if cfg.folds is not None else list(range(cfg.num_folds))
-    out = run / "fused"
+    out = layout.fused_dir(run)
     missing_all = []
     for case in task.test:
-        files = {k: run / f"test-fold{k}" / f"{case['id']}.npz" for k in folds}
+        files = {k: layout.eval_dir(run, "test", k) / f"{case['id']}.npz" for k in folds}
         have = {k: f for k, f in files.items() if f.is_file()}
         missing = sorted(set(folds) - set(have))
         if not have:
@@ -69,31 +71,13 @@ def fuse_folds(cfg, task, log) -> Path:
     return out
 
 
-def read_msd_size(path: str | Path, task: str) -> dict[str, list[int]]:
-    """The task's entry of an msd_size.json file.
-
-    Raises:
-        DataError: missing or invalid file, or no entry for the task.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"--msd_size: {path} does not exist (scripts/make_msd_size.py writes it)")
-    try:
-        table = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if task not in table:
-        raise DataError(f"{path}: has no entry for task '{task}' (it holds {sorted(table)})")
-    return table[task]
-
-
 def resample_to_original(cfg, task, log) -> Path:
     """Stage 6: every fused result on its original image grid, as NIfTI with the original header."""
-    run = search_dir(cfg)
+    run = search_run(cfg)
     sizes = read_msd_size(cfg.msd_size, task.name) if cfg.msd_size else None
-    out = run / "final"
+    out = layout.final_dir(run)
     for case in task.test:
-        src = run / "fused" / f"{case['id']}.npz"
+        src = layout.fused_dir(run) / f"{case['id']}.npz"
         if not src.is_file():
             raise UserError(f"{src} does not exist; run stage 5 (fuse) first")
         fused = load_probs(src)
@@ -113,7 +97,7 @@ def resample_to_original(cfg, task, log) -> Path:
         prob = resample_probabilities(fused["prob"], fused["affine"], affine, shape)
         save_labels(out / name, prob.argmax(0), affine, header)
         log.info("%s: %s on the original grid %s -> %s", case["id"], tuple(fused["prob"].shape[1:]), shape, out / name)
-    write_json(run / "final_summary.json", {"folder": str(out), "msd_size": cfg.msd_size,
+    write_json(run / layout.FINAL_SUMMARY, {"folder": str(out), "msd_size": cfg.msd_size,
                                             "files": [Path(c["image"]).name for c in task.test]})
     log.info("final label maps (one per test image, original grids) -> %s", out)
     return out
@@ -122,9 +106,9 @@ def resample_to_original(cfg, task, log) -> Path:
 def run_fuse(cfg) -> Path:
     """Stage 5 (default) or stage 6 (``--resample 1``) on rank 0; returns the output folder."""
     if not dist.info().is_main:
-        return search_dir(cfg)
+        return search_run(cfg)
     task = load_task(cfg.data_root, cfg.task)
-    run = search_dir(cfg)
+    run = search_run(cfg)
     log = setup_logging(run / ("resample.log" if cfg.resample else "fuse.log"))
     if not task.test:
         raise DataError(f"{task.root / 'dataset.json'}: 'test' lists no images")

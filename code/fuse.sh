@@ -5,10 +5,9 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 STAGE=${STAGE:-5}
 for task in $TASKS; do
-  run=$(search_dir "$task")
   if [ "$STAGE" = 6 ]; then
-    if [ -f "$run/final_summary.json" ] && [ "$FORCE" != 1 ]; then echo "[resample] $task: done, skipping"; continue; fi
-    size=${MSD_SIZE:-$WORK_ROOT/msd_size.json}
+    if [ -f "$(layout_path resample "$task")" ] && [ "$FORCE" != 1 ]; then echo "[resample] $task: done, skipping"; continue; fi
+    size=${MSD_SIZE:-$(layout_path msd_size "$task")}
     if [ ! -f "$size" ] || ! grep -q "\"$task\"" "$size"; then
       "$PYTHON" "$REPO_DIR/scripts/make_msd_size.py" "$DATA_ROOT/$task" --out "$size"
     fi
@@ -16,7 +15,7 @@ for task in $TASKS; do
     # shellcheck disable=SC2046,SC2086
     "$PYTHON" "$CODE_DIR/fuse.py" $(common_args "$task") --folds $FOLDS --resample 1 --msd_size "$size"
   else
-    if [ -f "$run/fused/summary.json" ] && [ "$FORCE" != 1 ]; then echo "[fuse] $task: done, skipping"; continue; fi
+    if [ -f "$(layout_path fuse "$task")" ] && [ "$FORCE" != 1 ]; then echo "[fuse] $task: done, skipping"; continue; fi
     echo "[fuse] $task"
     # shellcheck disable=SC2046,SC2086
     "$PYTHON" "$CODE_DIR/fuse.py" $(common_args "$task") --folds $FOLDS

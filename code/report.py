@@ -7,22 +7,19 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from config import load_config  # noqa: E402
-from dints.errors import cli_main  # noqa: E402
-from dints.stage import search_dir  # noqa: E402
+from config import load_config
+from dints.errors import cli_main
+from dints.run import layout
 
 
 def report(cfg) -> str:
     """The results table as Markdown text."""
-    run = search_dir(cfg)
+    run = layout.search_dir(cfg.work_root, cfg.task, cfg.mem)
     folds = cfg.folds if cfg.folds is not None else list(range(cfg.num_folds))
     lines, means = [], []
     for k in folds:
-        f = run / f"val-fold{k}" / "summary.json"
+        f = layout.eval_dir(run, "val", k) / layout.SUMMARY
         if not f.is_file():
             lines.append(f"| {k} | (not evaluated) | |")
             continue
@@ -34,7 +31,7 @@ def report(cfg) -> str:
            "| fold | mean foreground Dice | per class |", "|---|---|---|", *lines]
     if means:
         out.append(f"| mean | {sum(means) / len(means):.4f} | over {len(means)} fold(s) |")
-    final = run / "final_summary.json"
+    final = run / layout.FINAL_SUMMARY
     if final.is_file():
         s = json.loads(final.read_text())
         out += ["", f"Final label maps ({len(s['files'])} test images, original grids): {s['folder']}"]

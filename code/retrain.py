@@ -11,97 +11,67 @@ command resumes from it).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from config import load_config, to_dict, where  # noqa: E402
-from dints import checkpoint, dist  # noqa: E402
-from dints.architect import seg_loss_fn  # noqa: E402
-from dints.errors import ConfigError, UserError, cli_main  # noqa: E402
-from dints.evaluate import validate  # noqa: E402
-from dints.io import write_csv, write_json  # noqa: E402
-from dints.loader import train_loader, val_loader  # noqa: E402
-from dints.modelfile import build_network, read_arch, retrain_channel_mul  # noqa: E402
-from dints.optim import optimise  # noqa: E402
-from dints.schedule import step_lr  # noqa: E402
-from dints.stage import prepare, search_dir  # noqa: E402
+from config import load_config, resolve_task, to_dict, where
+from dints.data.loader import train_loader, val_loader
+from dints.errors import cli_main
+from dints.evaluate.validation import validate
+from dints.io import write_json
+from dints.run import dist, layout
+from dints.run.settings import DataSettings, InferSettings, LoopSettings
+from dints.run.stage import check_patch, init_processes, prepare
+from dints.train.losses import seg_loss_fn
+from dints.train.modelfile import build_network, read_arch, retrain_channel_mul
+from dints.train.optim import optimise
+from dints.train.runloop import RunLoop, Step, Validation
+from dints.train.schedule import step_lr
 
 #: The learning rate halves at these fractions of the iterations.
 RETRAIN_LR_MILESTONES = (0.2, 0.4, 0.6, 0.8)
+#: Options that must not change when retraining resumes from latest.pt.
 RESUME_KEYS = ["task", "fold", "num_folds", "seed", "patch_size", "spacing", "intensity", "batch_size", "num_samples",
                "iters", "base_lr"]
-MAX_BAD_STEPS = 10
-
-
-def retrain_dir(cfg) -> Path:
-    """``<search run>/retrain-fold<k>``."""
-    return search_dir(cfg) / f"retrain-fold{cfg.fold}"
 
 
 def arch_path(cfg) -> Path:
     """``--arch`` or the search run's ``arch.json``."""
-    return Path(cfg.arch) if cfg.arch else search_dir(cfg) / "arch.json"
+    return Path(cfg.arch) if cfg.arch else layout.search_dir(cfg.work_root, cfg.task, cfg.mem) / "arch.json"
 
 
 def run_retrain(cfg) -> Path:
     """Train (or resume) fold ``cfg.fold``; returns the run folder holding ``best.pt``."""
     arch = read_arch(arch_path(cfg))  # before any output is written: a missing architecture changes nothing
-    ctx = prepare(cfg, retrain_dir(cfg), "retrain.log")
-    log, d, device, out = ctx.logger, dist.info(), ctx.device, ctx.run_dir
-    factor = 2 ** (arch.num_depths + int(arch.use_downsample))
-    if any(s % factor for s in cfg.patch_size):
-        raise ConfigError(f"{where(cfg, 'patch_size')} {cfg.patch_size}: every side must be divisible by {factor} "
-                          f"for the architecture's {arch.num_depths} levels")
-    mul = retrain_channel_mul(cfg, arch)
+    d = init_processes(cfg.device)
+    cfg, task = resolve_task(cfg)
+    check_patch(cfg.patch_size, arch.num_depths, arch.use_downsample, where(cfg, "patch_size"))
+    out = layout.retrain_dir(layout.search_dir(cfg.work_root, cfg.task, cfg.mem), cfg.fold)
+    ctx = prepare(task, out, "retrain.log", work_root=cfg.work_root, fold=cfg.fold, num_folds=cfg.num_folds,
+                  seed=cfg.seed, device=cfg.device, record=to_dict(cfg), stage="retrain")
+    log, device = ctx.logger, ctx.device
+    mul = retrain_channel_mul(cfg.channel_mul, arch)
     torch.manual_seed(cfg.seed)
     net = build_network(arch, cfg.in_channels, cfg.num_classes, mul).to(device)
     dist.broadcast_parameters(net)
-    n_params = sum(p.numel() for p in net.parameters())
     log.info("fold %d: %d training / %d validation cases; architecture %s (channel_mul %g, %.2fM parameters)",
-             cfg.fold, len(ctx.train_ids), len(ctx.val_ids), arch_path(cfg), mul, n_params / 1e6)
+             cfg.fold, len(ctx.train_ids), len(ctx.val_ids), arch_path(cfg), mul,
+             sum(p.numel() for p in net.parameters()) / 1e6)
     base_lr = cfg.base_lr * d.world_size
     opt = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     loss_fn = seg_loss_fn()
-    loader = train_loader(cfg, ctx.task, ctx.train_ids)
-    v_loader = val_loader(cfg, ctx.task, ctx.val_ids)
+    data, infer = DataSettings.from_options(cfg), InferSettings.from_options(cfg, tta=False)
+    loader, v_loader = train_loader(data, task, ctx.train_ids), val_loader(data, task, ctx.val_ids)
 
-    start, best, best_it, history, bad = 0, -1.0, -1, [], 0
-    latest, best_path = out / "latest.pt", out / "best.pt"
-    state = checkpoint.load_for_resume(latest, cfg, RESUME_KEYS, log)
-    if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        loader.load_state_dict(state["loader"])
-        checkpoint.set_rng_state(state["rng"])
-        start, best, best_it, history = state["iteration"], state["best_dice"], state["best_iteration"], state["history"]
-        log.info("resumed from %s at iteration %d (best Dice %.4f at %d)", latest, start, best, best_it)
+    loop = RunLoop(f"retrain fold {cfg.fold}", out, LoopSettings.from_options(cfg), log, to_dict(cfg),
+                   hint="lower --base_lr", objects={"model": net, "optimizer": opt, "scaler": scaler, "loader": loader},
+                   keep_best=True)
+    loop.resume(cfg.resume, RESUME_KEYS)
 
-    meta = dict(kind="retrain", arch=arch.to_dict(), in_channels=cfg.in_channels, num_classes=cfg.num_classes,
-                channel_mul=mul, config=to_dict(cfg))
-
-    def save(path: Path, it: int) -> None:
-        if d.is_main:
-            checkpoint.save(path, model=net, optimizer=opt, scaler=scaler, loader=loader.state_dict(), iteration=it,
-                            best_dice=best, best_iteration=best_it, history=history, **meta)
-
-    writer = None
-    if d.is_main:
-        from tensorboardX import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tb"), purge_step=start)
-    from tqdm import tqdm
-
-    bar = tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc=f"retrain fold {cfg.fold}",
-               disable=not d.is_main, dynamic_ncols=True,
-               mininterval=0.5 if sys.stderr.isatty() else 30)
-    net.train()
-    for it in bar:
+    def step(it: int) -> Step:
         lr = step_lr(base_lr, it, cfg.iters, RETRAIN_LR_MILESTONES)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -111,42 +81,25 @@ def run_retrain(cfg) -> Path:
             logits = net(x)
         loss = loss_fn(logits.float(), y)
         ok = optimise(loss, opt, scaler, list(net.parameters()), cfg.grad_clip)
-        bad = 0 if ok else bad + 1
-        if not ok:
-            log.warning("iteration %d: non-finite loss, step skipped (%d in a row)", it, bad)
-            if bad >= MAX_BAD_STEPS:
-                raise UserError(f"the loss was not finite for {bad} consecutive iterations (last {it}); "
-                                "lower --base_lr or check the data")
-        if writer is not None and (it % cfg.log_interval == 0 or it == cfg.iters - 1):
-            writer.add_scalar("loss/seg", float(loss.detach()), it)
-            writer.add_scalar("lr", lr, it)
-        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", best=f"{max(best, 0):.3f}", refresh=False)
-        done = it + 1
-        if (cfg.val_interval and done % cfg.val_interval == 0) or done == cfg.iters:
-            res = validate(net, v_loader, cfg, device, amp)
-            improved = res["mean_dice"] > best
-            if improved:
-                best, best_it = res["mean_dice"], done
-            history.append({"iteration": done, "val_dice": round(res["mean_dice"], 5),
-                            **{f"dice_{k + 1}": round(v, 5) for k, v in enumerate(res["class_dice"])}})
-            log.info("iteration %d: validation Dice %.4f %s%s", done, res["mean_dice"],
-                     [round(v, 4) for v in res["class_dice"]], " (best)" if improved else "")
-            if writer is not None:
-                writer.add_scalar("val/dice", res["mean_dice"], done)
-            if d.is_main:
-                write_csv(out / "metrics.csv", history)
-            if improved:
-                save(best_path, done)
-        if done % cfg.ckpt_interval == 0 or done == cfg.iters:
-            save(latest, done)
-    bar.close()
-    if writer is not None:
-        writer.close()
+        value = float(loss.detach())
+        return Step(ok, {"loss/seg": value, "lr": lr}, {"loss": f"{value:.3f}", "best": f"{max(loop.best, 0):.3f}"})
+
+    def validation(done: int) -> Validation:
+        return Validation.of(validate(net, v_loader, cfg.num_classes, infer, device), "validation")
+
+    def model_facts() -> dict:  # what test.py needs to rebuild the network from best.pt alone
+        return dict(kind="retrain", arch=arch.to_dict(), in_channels=cfg.in_channels, num_classes=cfg.num_classes,
+                    channel_mul=mul)
+
+    net.train()
+    loop.run(step, validation, model_facts)
     if d.is_main:  # the stage's final output: main.sh skips a fold that has it
-        write_json(out / "summary.json", {"fold": cfg.fold, "best_dice": best, "best_iteration": best_it,
-                                          "iters": cfg.iters, "best": str(best_path), "latest": str(latest)})
-    log.info("fold %d: best validation Dice %.4f at iteration %d -> %s", cfg.fold, best, best_it, best_path)
+        write_json(out / layout.SUMMARY, {"fold": cfg.fold, "best_dice": loop.best,
+                                          "best_iteration": loop.best_iteration, "iters": cfg.iters,
+                                          "best": str(loop.best_path), "latest": str(loop.latest)})
     dist.barrier()
+    log.info("fold %d: best validation Dice %.4f at iteration %d -> %s", cfg.fold, loop.best, loop.best_iteration,
+             loop.best_path)
     return out
 
 

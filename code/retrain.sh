@@ -3,13 +3,8 @@
 # A fold is skipped when retrain-fold<k>/summary.json exists (FORCE=1 redoes it); an interrupted one resumes.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-for task in $TASKS; do
-  for fold in $FOLDS; do
-    out=$(search_dir "$task")/retrain-fold$fold/summary.json
-    if [ -f "$out" ] && [ "$FORCE" != 1 ]; then echo "[retrain] $task fold $fold: done, skipping"; continue; fi
-    resume=(); [ "$FORCE" = 1 ] && resume=(--resume no)
-    echo "[retrain] $task fold $fold"
-    # shellcheck disable=SC2046
-    launch retrain.py $(common_args "$task") --fold "$fold" $(arch_arg) "${resume[@]}"
-  done
-done
+fold_args() {
+  arch_arg
+  if [ "$FORCE" = 1 ]; then echo "--resume no"; fi
+}
+per_fold retrain retrain retrain.py

@@ -3,7 +3,7 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 for task in $TASKS; do
-  out=$(search_dir "$task")/arch.json
+  out=$(layout_path search "$task")
   if [ -f "$out" ] && [ "$FORCE" != 1 ]; then
     echo "[search] $task: $out exists, skipping (FORCE=1 to redo)"
     continue

@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from dints.archfile import load_arch
-from dints.visual import render_arch, render_autograd
+from dints.space.archfile import load_arch
+from dints.space.visual import render_arch, render_autograd
 
 
 def run_visualize(

@@ -37,7 +37,7 @@ alpha_a = torch.randn(B, 3 * D - 2, generator=g)
 alpha_c = torch.randn(B, 3 * D - 2, 5, generator=g)
 if what == "step":
     if impl == "ours":
-        from dints.supernet import SuperNet
+        from dints.space.supernet import SuperNet
         net = SuperNet(1, 2, num_blocks=B, num_depths=D, channel_mul={cm})
         run = lambda: net(x, use_max=True)
     else:
@@ -48,10 +48,10 @@ if what == "step":
         run = lambda: net(x)
     step = lambda: run().square().mean().backward()
 else:
-    from dints.decode import decode
+    from dints.space.decode import decode
     d = decode(alpha_a, alpha_c)
     if impl == "ours":
-        from dints.network import DiscreteNet
+        from dints.space.network import DiscreteNet
         net = DiscreteNet((d.node_a, d.arch_code_a, d.arch_code_c), 1, 2, channel_mul=2 * {cm})
     else:
         from monai.networks.nets import DiNTS, TopologyInstance
@@ -93,7 +93,7 @@ def bench_decode(threads: int) -> tuple[float, float, bool]:
     sys.path.insert(0, CODE)
     from monai.networks.nets import TopologySearch
 
-    from dints.decode import decode
+    from dints.space.decode import decode
 
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)

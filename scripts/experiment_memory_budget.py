@@ -26,9 +26,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "code"))
-from dints.archfile import Arch, load_arch  # noqa: E402
-from dints.network import DiscreteNet  # noqa: E402
-from dints.profiling import saved_activation_mb  # noqa: E402
+from dints.run import layout  # noqa: E402
+from dints.run.profiling import saved_activation_mb  # noqa: E402
+from dints.space.archfile import Arch, load_arch  # noqa: E402
+from dints.space.network import DiscreteNet  # noqa: E402
 
 #: Search settings: the tiny preset (4 blocks, 3 levels, channel_mul 0.25, 32^3 crops, architecture lr 0.05) in the
 #: presets' mode, with 800 iterations (100 of warmup) instead of the demo's 300, so that the entropy loss has time to
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     task_dir = Path(a.data_root) / "Task99_Demo"
     if not (task_dir / "dataset.json").is_file():
         subprocess.run([sys.executable, str(ROOT / "scripts" / "make_demo_task.py"), "--out", str(task_dir)], check=True)
-    runs = {(mem, seed): Path(a.work_root) / f"seed{seed}" / f"search-bilevel-ent-mem{mem:g}-Task99_Demo"
+    runs = {(mem, seed): layout.search_dir(Path(a.work_root) / f"seed{seed}", "Task99_Demo", mem)
             for mem in a.budgets for seed in a.seeds}
     todo = [(mem, seed) for (mem, seed), run in runs.items() if not (run / "arch.json").is_file()]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))

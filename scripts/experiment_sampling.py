@@ -34,8 +34,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "code"))
-from dints.profiling import saved_activation_mb  # noqa: E402
-from dints.supernet import SuperNet  # noqa: E402
+from dints.run import layout  # noqa: E402
+from dints.run.profiling import saved_activation_mb  # noqa: E402
+from dints.space.supernet import SuperNet  # noqa: E402
 
 TINY = str(ROOT / "configs" / "tiny.yaml")
 TASK = "Task99_Demo"
@@ -86,14 +87,15 @@ def one_run(a, path_num: int | None, seed: int) -> dict:
               "--seed", str(seed)]
     flags = ONE_SHOT if path_num is None else ["--use_max", "0", "--path_num", str(path_num)]
     threads = "1" if a.jobs > 1 else None
-    run = work / f"search-bilevel-ent-mem0.8-{TASK}"
+    run = layout.search_dir(work, TASK, 0.8)
     if not (run / "summary.json").is_file():  # a finished search is reused (its timing is that of its own run)
         _run([sys.executable, str(ROOT / "code" / "search.py"), *common, *flags, "--val_interval", "0"], threads)
     summary = json.loads((run / "summary.json").read_text())
-    if not (run / "retrain-fold0" / "summary.json").is_file():
+    retrain_summary = layout.retrain_dir(run, 0) / layout.SUMMARY
+    if not retrain_summary.is_file():
         _run([sys.executable, str(ROOT / "code" / "retrain.py"), *common, "--iters", str(a.retrain_iters),
               "--val_interval", str(max(1, a.retrain_iters // 4))], threads)
-    retrained = json.loads((run / "retrain-fold0" / "summary.json").read_text())
+    retrained = json.loads(retrain_summary.read_text())
     arch = json.loads((run / "arch.json").read_text())
     print(f"[{mode}, seed {seed}] done", flush=True)
     return {"mode": mode, "seed": seed, "run": run, "path_num": path_num, "s_per_iter": summary["seconds_per_iteration"],

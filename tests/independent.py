@@ -1,6 +1,6 @@
 """Independent reference computations of the search losses, from first principles.
 
-Nothing here uses ``dints.relax`` or ``dints.topology``: the path tables are written out by hand, children are
+Nothing here uses ``dints.space.relax`` or ``dints.space.topology``: the path tables are written out by hand, children are
 enumerated with ``itertools`` as sets of paths, their probabilities are products of ``eta`` and ``1 - eta``, patterns
 are Python frozensets, and the op and resampling costs are the numbers of DESIGN.md §5. Tests compare the library's
 vectorised code against these loops.

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 from monai.networks.nets import DiNTS, TopologyInstance, TopologySearch
 
+
 @pytest.fixture(autouse=True)
 def single_thread():
     """Run a test on one intra-op thread: the machine is shared, and OpenMP threads that wait on each other under
@@ -87,7 +88,7 @@ def randomize_(module: nn.Module, seed: int = 0) -> None:
 
 
 def path_ends(num_depths: int) -> tuple[list[int], list[int]]:
-    """Source and target level of each path, written out from DESIGN §3 (independent of dints.topology)."""
+    """Source and target level of each path, written out from DESIGN §3 (independent of dints.space.topology)."""
     p = 3 * num_depths - 2
     return [(i + 1) // 3 - 1 + (i + 1) % 3 for i in range(p)], [(i + 1) // 3 for i in range(p)]
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from monai.networks.nets import DiNTS, TopologyInstance, TopologySearch
 
-from dints import archfile, decode
-from dints.archfile import Arch, export_monai_arch, import_monai_arch, load_arch, save_arch
+from dints.space import archfile, decode
+from dints.space.archfile import Arch, export_monai_arch, import_monai_arch, load_arch, save_arch
 
 # A hand-made D=2, B=2 architecture. Paths: 0: 0->0, 1: 1->0, 2: 0->1, 3: 1->1.
 # Block 0 reads level 0 and feeds both levels (paths 0, 2); block 1 reads both and feeds level 1 (paths 2, 3).

@@ -14,7 +14,7 @@ import pytest
 import torch
 from monai.networks.nets import TopologySearch
 
-from dints import decode, relax, topology
+from dints.space import decode, relax, topology
 
 #: MONAI adds this to child probabilities before the logarithm when it decodes.
 MONAI_EPS = 1e-5

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
-from dints.msd import check_headers, check_labels, load_task
+from dints.data.msd import check_headers, check_labels, load_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,6 +49,7 @@ def test_images_and_labels_look_like_a_real_task(demo_root):
     assert np.ptp(np.array(centres), axis=0).max() > 2
 
 
+@pytest.mark.slow
 def test_generator_cli_and_seed(tmp_path):
     out = tmp_path / "Task98_X"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_demo_task.py"), "--out", str(out),
@@ -58,6 +60,7 @@ def test_generator_cli_and_seed(tmp_path):
     assert (out / "imagesTs" / "demo_003.nii.gz").is_file()
 
 
+@pytest.mark.slow
 def test_make_msd_size(demo_root, tmp_path):
     out = tmp_path / "msd_size.json"
     out.write_text(json.dumps({"OtherTask": {"a.nii.gz": [1, 2, 3]}}))
@@ -73,6 +76,7 @@ def test_make_msd_size(demo_root, tmp_path):
         assert list(nib.load(str(demo_root / "Task99_Demo" / sub / name)).shape) == size
 
 
+@pytest.mark.slow
 def test_make_msd_size_bad_task_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_msd_size.py"), str(tmp_path / "nope"),
                         "--out", str(tmp_path / "o.json")], capture_output=True, text=True)

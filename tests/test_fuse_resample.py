@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from dints.fusion import fuse_probabilities
-from dints.inference import load_probs, save_probs
-from dints.resample import resample_labels, resample_probabilities
+from dints.evaluate.fusion import fuse_probabilities
+from dints.evaluate.inference import load_probs, save_probs
+from dints.evaluate.resample import resample_probabilities
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,19 +36,6 @@ def _grid(shape, spacing, flip=(1, 1, 1), perm=(0, 1, 2), origin=(0.0, 0.0, 0.0)
     aff[:3, 3] = origin
     aff[3, 3] = 1
     return aff
-
-
-def test_labels_to_another_grid_and_back_are_preserved():
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 4, size=(7, 6, 5)).astype(np.uint8)
-    src = _grid((7, 6, 5), (2.0, 2.0, 3.0), flip=(-1, -1, 1), origin=(14.0, 12.0, -4.0))  # LPS-like
-    # a RAS grid, twice as fine, covering the same voxels (centres of fine voxels sit inside coarse voxels)
-    fine_shape = (14, 12, 10)
-    dst = _grid(fine_shape, (1.0, 1.0, 1.5), origin=(14.0 - 2.0 * 6 - 0.5, 12.0 - 2.0 * 5 - 0.5, -4.0 - 0.75))
-    fine = resample_labels(labels, src, dst, fine_shape)
-    assert set(np.unique(fine)) <= set(np.unique(labels))  # nearest neighbour: no new values
-    back = resample_labels(fine, dst, src, labels.shape)
-    assert np.array_equal(back, labels)
 
 
 def test_resampling_hand_computed():
@@ -96,6 +83,7 @@ def _fuse(data_root, work, *extra):
                            "Task99_Demo", "--work_root", str(work), *extra], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_fuse_and_resample_stages(fused_setup, tmp_path):
     data_root, work, run, probs = fused_setup
     r = _fuse(data_root, work, "--folds", "0", "1", "2")
@@ -123,6 +111,7 @@ def test_fuse_and_resample_stages(fused_setup, tmp_path):
         assert np.array_equal(np.asarray(out.dataobj), np.asarray(nib.load(str(run / "fused" / f.name)).dataobj))
 
 
+@pytest.mark.slow
 def test_resample_errors(fused_setup, tmp_path):
     data_root, work, run, probs = fused_setup
     r = _fuse(data_root, work, "--resample", "1")
@@ -143,6 +132,7 @@ def test_resample_errors(fused_setup, tmp_path):
     assert not (run / "final").exists()  # nothing half-written
 
 
+@pytest.mark.slow
 def test_fuse_without_probabilities_is_an_error(demo_copy, tmp_path):
     r = _fuse(demo_copy, tmp_path / "work")
     assert r.returncode == 2 and "run stage 4 first" in r.stderr and "Traceback" not in r.stderr
@@ -178,8 +168,8 @@ def test_stage6_round_trip_from_an_oblique_anisotropic_original(tmp_path):
     # the processing grid's first axis flipped (a wrong affine), they must not.
     from types import SimpleNamespace
 
-    from dints.evaluate import dice_per_class
-    from dints.transforms import val_transforms
+    from dints.data.transforms import val_transforms
+    from dints.evaluate.metrics import dice_per_class
 
     shape, spacing = (60, 56, 20), (0.8, 0.9, 2.5)
     orig = _oblique_affine(spacing, origin=(30.0, 20.0, -25.0))

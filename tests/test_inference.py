@@ -6,10 +6,10 @@ import numpy as np
 import torch
 
 from config import load_config
-from dints.evaluate import predict_volume
-from dints.inference import load_probs, predict_case, save_probs
-from dints.msd import load_task
-from dints.transforms import infer_transforms
+from dints.data.msd import load_task
+from dints.data.transforms import infer_transforms
+from dints.evaluate.inference import load_probs, predict_case, predict_volume, save_probs
+from dints.run.settings import DataSettings, InferSettings
 
 
 class Lopsided(torch.nn.Module):
@@ -31,12 +31,14 @@ def test_flip_tta_averages_the_four_passes(demo_root, tiny_args):
     task = load_task(demo_root, "Task99_Demo")
     net = Lopsided().eval()
     image = task.test[0]["image"]
-    plain, affine = predict_case(net, image, cfg, torch.device("cpu"), tta=False)
-    tta, affine2 = predict_case(net, image, cfg, torch.device("cpu"), tta=True)
-    x = infer_transforms(cfg)({"image": str(image)})["image"].as_tensor()[None]
-    expect = predict_volume(net, x, cfg)
+    transform = infer_transforms(DataSettings.from_options(cfg, in_channels=1, num_classes=3))
+    plain_settings = InferSettings.from_options(cfg, tta=False)
+    plain, affine = predict_case(net, image, transform, plain_settings, torch.device("cpu"))
+    tta, affine2 = predict_case(net, image, transform, InferSettings.from_options(cfg, tta=True), torch.device("cpu"))
+    x = transform({"image": str(image)})["image"].as_tensor()[None]
+    expect = predict_volume(net, x, plain_settings)
     for axis in (2, 3, 4):  # independent: flip the input, predict, flip back
-        expect += predict_volume(net, x.flip(axis), cfg).flip(axis)
+        expect += predict_volume(net, x.flip(axis), plain_settings).flip(axis)
     expect = (expect / 4)[0].numpy()
     assert np.allclose(tta, expect, atol=1e-5) and not np.allclose(plain, tta, atol=1e-3)
     assert np.allclose(tta.sum(0), 1.0, atol=1e-5) and np.array_equal(affine, affine2)

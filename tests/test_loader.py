@@ -7,24 +7,21 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Invertd
+from monai.transforms import Compose, Invertd
 
-from config import load_config
-from dints.loader import ResumableSampler, train_loader, val_loader
-from dints.msd import load_task, resolve_channels_classes
-from dints.splits import make_folds, search_halves
-from dints.transforms import infer_transforms, preprocess, train_transforms, val_transforms
-from monai.transforms import Compose
+from config import load_config, resolve_task
+from dints.data.loader import ResumableSampler, train_loader, val_loader
+from dints.data.splits import make_folds, search_halves
+from dints.data.transforms import infer_transforms, preprocess, train_transforms, val_transforms
+from dints.run.settings import DataSettings
 
 
 @pytest.fixture()
 def setup(demo_root, tiny_args):
     def make(*extra):
-        cfg = load_config(tiny_args(*extra), "search")
-        task = load_task(demo_root, "Task99_Demo")
-        resolve_channels_classes(cfg, task)
+        cfg, task = resolve_task(load_config(tiny_args(*extra), "search"))
         folds = make_folds(task.case_ids, cfg.num_folds, cfg.seed)
-        return cfg, task, folds
+        return DataSettings.from_options(cfg), task, folds
 
     return make
 

@@ -7,15 +7,18 @@ import math
 import numpy as np
 import pytest
 
-from dints.evaluate import dice_per_class
-from dints.metrics import case_metrics, dice, hd95, summarise
+from dints.evaluate.metrics import case_metrics, dice_per_class, hd95, summarise
 
 
 def test_dice_hand_worked():
-    p = np.zeros((4, 4, 4), bool)
-    g = np.zeros((4, 4, 4), bool)
-    p[0, 0, :4] = True  # 4 voxels
-    g[0, 0, 2:4] = True  # 2 voxels, both inside p
+    p = np.zeros((4, 4, 4), np.int64)
+    g = np.zeros((4, 4, 4), np.int64)
+    p[0, 0, :4] = 1  # 4 voxels
+    g[0, 0, 2:4] = 1  # 2 voxels, both inside p
+
+    def dice(a, b):
+        return dice_per_class(a, b, 2)[0].item()
+
     assert dice(p, g) == pytest.approx(2 * 2 / (4 + 2))
     assert dice(p, np.zeros_like(g)) == 0.0  # class predicted but absent: 0
     assert dice(np.zeros_like(p), g) == 0.0  # class missed: 0
@@ -69,12 +72,11 @@ def test_dice_per_class_matches_hand_worked():
 def test_validation_and_test_summaries_average_over_defined_classes_only():
     # Two validation cases, three classes; class 2 appears in neither reference nor prediction. The model predicts
     # class 1 on the first half of axis 0 (32 voxels).
-    from types import SimpleNamespace
-
     import torch
 
-    from dints.evaluate import validate
-    from dints.metrics import case_metrics, defined_mean, summarise
+    from dints.evaluate.metrics import case_metrics, defined_mean, summarise
+    from dints.evaluate.validation import validate
+    from dints.run.settings import InferSettings
 
     class LeftHalf(torch.nn.Module):
         def forward(self, x):
@@ -89,8 +91,8 @@ def test_validation_and_test_summaries_average_over_defined_classes_only():
     b = torch.zeros(shape)
     b[:2] = 1  # exactly the left half
     loader = [{"image": torch.zeros(1, 1, *shape), "label": lab[None, None]} for lab in (a, b)]
-    cfg = SimpleNamespace(num_classes=3, patch_size=[4, 4, 4], sw_batch_size=1, sw_overlap=0.0)
-    res = validate(LeftHalf(), loader, cfg, torch.device("cpu"))
+    infer = InferSettings(patch_size=(4, 4, 4), sw_batch_size=1, sw_overlap=0.0, tta=False, amp=False)
+    res = validate(LeftHalf(), loader, 3, infer, torch.device("cpu"))
     # predicted class 1: 32 voxels. Case A: 2*8/(32+16) = 1/3; case B: 2*32/(32+32) = 1.
     assert res["class_dice"][0] == pytest.approx((1 / 3 + 1.0) / 2)
     assert math.isnan(res["class_dice"][1])  # no case has class 2: undefined, not 0

@@ -11,9 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from config import load_config
+from config import load_config, resolve_task
+from dints.data.msd import case_id, check_headers, check_labels, load_task
 from dints.errors import DataError
-from dints.msd import case_id, check_headers, check_labels, load_task, resolve_channels_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "Task99_Demo"
@@ -165,22 +165,23 @@ def test_label_check_stamp_skips_unchanged_files(demo_copy, tmp_path):
 
 
 def test_channels_and_classes_from_dataset_unless_set(demo_root, tmp_path):
-    task = load_task(demo_root, TASK)
-    cfg = load_config(["--task", TASK], "search")
-    resolve_channels_classes(cfg, task)
-    assert (cfg.in_channels, cfg.num_classes) == (1, 3)
-    cfg = load_config(["--task", TASK, "--num_classes", "3", "--in_channels", "1"], "search")
-    resolve_channels_classes(cfg, task)  # agreeing values are fine
+    root = ["--data_root", str(demo_root), "--task", TASK]
+    cfg = load_config(root, "search")
+    resolved, task = resolve_task(cfg)
+    assert (resolved.in_channels, resolved.num_classes) == (1, 3) and task.name == TASK
+    assert cfg.in_channels is None and cfg.num_classes is None  # the parsed options are left as they were
+    resolve_task(load_config([*root, "--num_classes", "3", "--in_channels", "1"], "search"))  # agreeing values are fine
     preset = tmp_path / "p.yaml"
     preset.write_text("num_classes: 2\n")
-    cfg = load_config(["--config", str(preset), "--task", TASK], "search")
+    cfg = load_config(["--config", str(preset), *root], "search")
     with pytest.raises(DataError, match=r"--num_classes \(from .*p\.yaml\) is 2 but .*dataset\.json 'labels' declares 3"):
-        resolve_channels_classes(cfg, task)
-    cfg = load_config(["--task", TASK, "--in_channels", "4"], "search")
+        resolve_task(cfg)
+    cfg = load_config([*root, "--in_channels", "4"], "search")
     with pytest.raises(DataError, match="--in_channels is 4 but .*'modality' declares 1"):
-        resolve_channels_classes(cfg, task)
+        resolve_task(cfg)
 
 
+@pytest.mark.slow
 def test_stage_exits_with_one_line_on_missing_label(demo_copy, tiny_args):
     lbl = first_label(demo_copy)
     lbl.unlink()
@@ -192,6 +193,7 @@ def test_stage_exits_with_one_line_on_missing_label(demo_copy, tiny_args):
     assert "Traceback" not in out.stderr + out.stdout
 
 
+@pytest.mark.slow
 def test_stage_reports_preset_data_mismatch(demo_root, tiny_args):
     out = subprocess.run([sys.executable, str(ROOT / "code" / "search.py"), *tiny_args("--num_classes", "5")],
                          capture_output=True, text=True)

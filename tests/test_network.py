@@ -6,6 +6,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
+from dints.space.archfile import Arch
+from dints.space.network import DiscreteNet
+from dints.space.ops import ConvOp
+from dints.space.opsets import opset_ops
 from monai_ref import (  # noqa: F401  (single_thread is an autouse fixture)
     load_from_monai,
     monai_discrete,
@@ -14,11 +19,6 @@ from monai_ref import (  # noqa: F401  (single_thread is an autouse fixture)
     randomize_,
     single_thread,
 )
-
-from dints.archfile import Arch
-from dints.network import DiscreteNet
-from dints.ops import ConvOp
-from dints.opsets import opset_ops
 
 # (num_blocks, num_depths, seed, spatial size, channel_mul)
 CASES = [
@@ -128,7 +128,7 @@ def test_rejects_unfed_paths_and_bad_input():
     code_a[0, 0] = 1  # 0 -> 0
     code_a[1, 3] = 1  # 1 -> 1, but level 1 is not fed after block 0
     node_a = torch.tensor([[1, 0], [1, 0], [0, 1]])
-    with pytest.raises(ValueError, match="not active"):
+    with pytest.raises(ValueError, match="inactive"):
         DiscreteNet((node_a, code_a, torch.zeros_like(code_a)), 1, 2, channel_mul=0.25)
     code_a[1] = torch.tensor([0, 0, 1, 0])  # 0 -> 1 down
     net = DiscreteNet((node_a, code_a, torch.zeros_like(code_a)), 1, 2, channel_mul=0.25)

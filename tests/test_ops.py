@@ -12,18 +12,10 @@ from monai.networks.blocks.dints_block import (
     P3DActiConvNormBlock,
 )
 from monai.networks.nets.dints import Cell as MonaiCell
-from monai_ref import randomize_, single_thread  # noqa: F401  (autouse fixture)
 
-from dints.opsets import OPSETS
-from dints.ops import (
-    OPS,
-    Cell,
-    ConvOp,
-    FactorizedIncrease,
-    FactorizedReduce,
-    MixedCell,
-    build_op,
-)
+from dints.space.ops import Cell, ConvOp, FactorizedIncrease, FactorizedReduce, MixedCell
+from dints.space.opsets import OP_TABLE, OPSETS, build_op
+from monai_ref import randomize_, single_thread  # noqa: F401  (autouse fixture)
 
 ATOL = 1e-5
 
@@ -68,11 +60,16 @@ def test_conv_2d_op_is_relu_conv331_norm():
     torch.testing.assert_close(op(x), expected, atol=ATOL, rtol=0)
 
 
-def test_skip_is_identity_and_registry_covers_opsets():
+def test_skip_is_identity_and_table_covers_opsets():
     x = torch.randn(1, 2, 4, 4, 4)
     assert build_op("skip_connect", 2)(x) is x
     for names in OPSETS.values():
-        assert set(names) <= set(OPS)
+        assert set(names) <= set(OP_TABLE)
+    # Each conv op's kernels are those its module runs (the table is the one place they are spelled).
+    for name, spec in OP_TABLE.items():
+        op = build_op(name, 2)
+        convs = [m for m in (getattr(op, "conv", None), getattr(op, "conv_1", None)) if m is not None]
+        assert [tuple(c.kernel_size) for c in convs] == list(spec.kernels), name
     with pytest.raises(ValueError, match="unknown op"):
         build_op("conv_5x5x5", 2)
 
@@ -154,7 +151,7 @@ def test_discrete_cell_matches_monai_cell(rate, op_index):
 @pytest.mark.parametrize("kernel,stride,bias", [((3, 3, 3), 1, False), ((3, 3, 1), 1, False), ((1, 1, 1), 2, True)])
 def test_one_sample_conv_matches_reference(kernel, stride, bias):
     """ops.Conv3d routes a batch of one through oneDNN: same output and gradients as F.conv3d."""
-    from dints.ops import Conv3d
+    from dints.space.ops import Conv3d
 
     torch.manual_seed(0)
     conv = Conv3d(5, 7, kernel, stride=stride, padding=tuple(k // 2 for k in kernel), bias=bias)

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from monai.networks.nets import DiNTS, TopologySearch
 
 import independent
-from dints import relax, topology
-from dints.opsets import OPSETS, op_cost, opset_ops
+from dints.space import relax, topology
+from dints.space.opsets import OPSETS, op_cost, opset_ops
 
 OPS1 = ["skip_connect", "conv_3x3x3", "conv_3x3x1", "conv_3x1x3", "conv_1x3x3"]
 CASES = [(2, 3), (3, 5), (4, 2)]  # (num_depths, num_blocks)

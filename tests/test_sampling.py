@@ -1,15 +1,15 @@
-"""The path-sampling design (dints.sampling): inclusion probabilities, the systematic draw, and the sampled forward as
+"""The path-sampling design (dints.space.sampling): inclusion probabilities, the systematic draw, and the sampled forward as
 an estimator of the one-shot forward, checked by exact enumeration of the draw."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from monai_ref import path_ends, single_thread  # noqa: F401  (single_thread is an autouse fixture)
 
-from dints import relax
-from dints.sampling import inclusion_probs, prune_unread, sample_block_paths, systematic_sample
-from dints.supernet import SuperNet
+from dints.space import relax
+from dints.space.sampling import inclusion_probs, prune_unread, sample_block_paths, systematic_sample
+from dints.space.supernet import SuperNet
+from monai_ref import path_ends, single_thread  # noqa: F401  (single_thread is an autouse fixture)
 
 
 def test_inclusion_probs_hand_worked():

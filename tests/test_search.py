@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -10,20 +11,17 @@ import sys
 import time
 from pathlib import Path
 
-import copy
-
 import pytest
 import torch
 from monai.losses import DiceCELoss
 
 import independent
-
 from config import load_config
-from dints import relax
-from dints.architect import Architect
-from dints.archfile import load_arch
-from dints.schedule import ramp, step_lr, temperature
-from dints.supernet import SuperNet
+from dints.run.settings import SearchSettings
+from dints.space.archfile import load_arch
+from dints.space.supernet import SuperNet
+from dints.train.architect import Architect
+from dints.train.schedule import ramp, step_lr, temperature
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH = str(ROOT / "code" / "search.py")
@@ -58,7 +56,7 @@ def _setup(tiny_args, *extra):
     torch.manual_seed(0)
     net = SuperNet(1, 3, cfg.blocks, cfg.levels, cfg.channel_mul, cfg.opset, cfg.cellop)
     batch = {"image": torch.randn(2, 1, 16, 16, 16), "label": torch.randint(0, 3, (2, 1, 16, 16, 16)).float()}
-    return cfg, net, Architect(net, cfg), batch
+    return cfg, net, Architect(net, SearchSettings.from_options(cfg)), batch
 
 
 def _snapshot(params):
@@ -122,7 +120,7 @@ def test_loss_flags_change_what_is_optimised(tiny_args):
 
 
 def test_arch_loss_is_seg_plus_weighted_regularisers(tiny_args):
-    # Each term computed independently of dints.relax and of the Architect: the segmentation loss with MONAI's
+    # Each term computed independently of dints.space.relax and of the Architect: the segmentation loss with MONAI's
     # DiceCELoss configured as the DiNTS authors do, on a copy of the network taken before the step; entropy,
     # topology and memory ratio from first principles (tests/independent.py); w(t) by hand.
     cfg, net, arch, batch = _setup(tiny_args, "--topology_weight", "0.5", "--EF", "2", "--ef_end", "0.5")
@@ -174,6 +172,7 @@ def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, SEARCH, *args], capture_output=True, text=True, env=env, **kw)
 
 
+@pytest.mark.slow
 def test_short_search_writes_outputs(tiny_args, tmp_path):
     # Annealed to a low temperature: the decoded architecture must still be the tau = 1 decode of the final logits.
     r = _run(tiny_args(*FAST, "--EF", "2", "--ef_end", "0.1"))
@@ -259,6 +258,7 @@ def test_kill_9_and_rerun_gives_the_same_architecture(tiny_args, tmp_path, mode)
     assert json.loads((run_dir(work) / "arch.json").read_text()) == reference
 
 
+@pytest.mark.slow
 def test_rerun_after_the_end_gives_the_same_result(tiny_args, tmp_path):
     """A finished search rerun resumes at its last iteration: same architecture, same temperature-dependent ratio."""
     args = tiny_args(*FAST, "--EF", "2", "--ef_end", "0.3")
@@ -269,6 +269,7 @@ def test_rerun_after_the_end_gives_the_same_result(tiny_args, tmp_path):
     assert (run_dir(tmp_path / "work") / "arch.json").read_text() == first
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_options(tiny_args, tmp_path):
     assert _run(tiny_args(*FAST)).returncode == 0
     r = _run(tiny_args(*FAST, "--blocks", "3"))
@@ -278,6 +279,7 @@ def test_resume_refuses_changed_options(tiny_args, tmp_path):
     assert load_arch(run_dir(tmp_path / "work") / "arch.json").num_blocks == 3
 
 
+@pytest.mark.slow
 def test_resume_yes_without_checkpoint(tiny_args):
     r = _run(tiny_args(*FAST, "--resume", "yes"))
     assert r.returncode == 2 and "--resume yes" in r.stderr and "does not exist" in r.stderr
@@ -290,16 +292,19 @@ def _error_line(r: subprocess.CompletedProcess) -> str:
     return r.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_patch_not_divisible(tiny_args):
     line = _error_line(_run(tiny_args(*FAST, "--patch_size", "16", "16", "12")))
     assert line.startswith("error: --patch_size") and "divisible by" in line and "= 8" in line
 
 
+@pytest.mark.slow
 def test_patch_larger_than_volumes(tiny_args):
     line = _error_line(_run(tiny_args(*FAST, "--patch_size", "64", "64", "64")))
     assert "larger than every training volume" in line
 
 
+@pytest.mark.slow
 def test_fold_with_too_few_training_cases(demo_root, tmp_path):
     from scripts.make_demo_task import make_task
 
@@ -310,6 +315,7 @@ def test_fold_with_too_few_training_cases(demo_root, tmp_path):
     assert "at least 2 training cases" in line
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_clear_error(tiny_args):
     line = _error_line(_run(tiny_args(*FAST, "--base_lr", "1e30", "--grad_clip", "0", "--iters", "30",
                                       "--warmup_iters", "30", "--val_interval", "0")))

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from dints.data.splits import load_or_create_splits, make_folds, search_halves
 from dints.errors import DataError
-from dints.splits import load_or_create_splits, make_folds, search_halves
 
 IDS = [f"case_{i:02d}" for i in range(23)]
 

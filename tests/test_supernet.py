@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from dints.space.ops import ConvOp, MixedCell, Stem
+from dints.space.supernet import SuperNet
 from monai_ref import (  # noqa: F401  (single_thread is an autouse fixture)
     load_from_monai,
     monai_name,
@@ -12,9 +15,6 @@ from monai_ref import (  # noqa: F401  (single_thread is an autouse fixture)
     randomize_,
     single_thread,
 )
-
-from dints.ops import ConvOp, MixedCell, Stem
-from dints.supernet import SuperNet
 
 
 def _pair(num_blocks, num_depths, channel_mul, seed=0, **kwargs):
@@ -46,13 +46,13 @@ def _assert_close_to_scale(got, want, name, rel=1e-5):
     [(3, 2, (16, 16, 8), 0.25, 1.0), (3, 3, (32, 32, 16), 0.2, 1.0), (2, 4, (32, 32, 32), 0.2, 0.5)],
 )
 def test_one_shot_matches_monai(num_blocks, num_depths, size, channel_mul, tau):
-    ref, net = _pair(num_blocks, num_depths, channel_mul, tau=tau)
+    ref, net = _pair(num_blocks, num_depths, channel_mul)
     # MONAI has no temperature: dividing its logits by tau is what DESIGN's sigmoid/softmax(alpha / tau) means.
     with torch.no_grad():
         ref.dints_space.log_alpha_a.div_(tau)
         ref.dints_space.log_alpha_c.div_(tau)
     x = torch.randn(1, 2, *size)
-    out, expected = net(x, use_max=True), ref(x)
+    out, expected = net(x, use_max=True, tau=tau), ref(x)
     assert out.shape == (1, 3, *size)
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
 
@@ -182,10 +182,10 @@ def test_sampling_is_reproducible_and_masks_are_checked():
     bad = torch.zeros(5, 10, dtype=torch.bool)
     bad[:, 0] = True
     bad[1] = False
-    with pytest.raises(ValueError, match="without paths"):
+    with pytest.raises(ValueError, match="path mask: block 1 has no active path"):
         net.set_paths(bad)
     bad[1, 3] = True  # 1 -> 1, but block 0 only feeds level 0
-    with pytest.raises(ValueError, match="unfed"):
+    with pytest.raises(ValueError, match="path mask: .* inactive"):
         net.set_paths(bad)
 
 

@@ -12,7 +12,7 @@ import torch
 from monai.networks.nets import TopologySearch
 from monai.networks.nets.dints import TopologyConstruction
 
-from dints import topology
+from dints.space import topology
 
 
 @lru_cache(maxsize=None)

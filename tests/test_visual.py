@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dints import visual
-from dints.archfile import Arch, save_arch
+from dints.space import visual
+from dints.space.archfile import Arch, save_arch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +62,7 @@ def run_cli(*args):
                           timeout=120)
 
 
+@pytest.mark.slow
 def test_cli(tmp_path):
     path = save_arch(ARCH, tmp_path / "arch.json")
     out = run_cli(str(path), "--out", str(tmp_path / "fig"))
@@ -69,6 +70,7 @@ def test_cli(tmp_path):
     assert (tmp_path / "fig" / "arch.png").stat().st_size > 0 and (tmp_path / "fig" / "arch.svg").exists()
 
 
+@pytest.mark.slow
 def test_cli_bad_file_subprocess(tmp_path):
     path = tmp_path / "arch.json"
     path.write_text("{broken")
@@ -95,7 +97,7 @@ def test_cli_bad_file(tmp_path, capsys, content):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchviz uses distutils' LooseVersion
 def test_autograd_graph(tmp_path):
-    pytest.importorskip("dints.network")
+    pytest.importorskip("dints.space.network")
     pytest.importorskip("torchviz")
     files = visual.render_autograd(ARCH, tmp_path, in_channels=1, num_classes=2, formats=("svg",))
     svg = files[0].read_text()

@@ -1,0 +1,1 @@
+"""MSD task folders in: dataset.json checks, original sizes, splits, transforms, loaders."""

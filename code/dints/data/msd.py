@@ -1,0 +1,256 @@
+"""Medical Segmentation Decathlon task folders: read and validate ``dataset.json`` and its files.
+
+Every problem a user can cause is a :class:`~dints.errors.DataError` whose one-line message names the file.
+Header checks (shapes, affines, channels) read NIfTI headers only; the label-value check reads every label once
+and records the result in a stamp file so later stages skip it while the files are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import nibabel as nib
+import numpy as np
+
+from dints.errors import DataError
+from dints.io import write_json
+from dints.run.runlog import get_logger
+
+REQUIRED_KEYS = ("labels", "modality", "training")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def case_id(path: str | Path) -> str:
+    """Case name of an image or label path: the file name without ``.nii.gz`` / ``.nii``."""
+    name = Path(path).name
+    for suf in NIFTI_SUFFIXES:
+        if name.endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+@dataclass
+class Task:
+    """A validated MSD task.
+
+    Attributes:
+        name: task folder name, e.g. ``Task09_Spleen``.
+        root: the task folder.
+        modality: channel index -> modality name, from ``dataset.json``.
+        labels: class index -> class name (background included).
+        training: ``[{"image": Path, "label": Path, "id": str}, ...]`` sorted by id.
+        test: ``[{"image": Path, "id": str}, ...]`` sorted by id.
+    """
+
+    name: str
+    root: Path
+    modality: dict[int, str]
+    labels: dict[int, str]
+    training: list[dict] = field(default_factory=list)
+    test: list[dict] = field(default_factory=list)
+
+    @property
+    def in_channels(self) -> int:
+        """Number of image channels (one per modality)."""
+        return len(self.modality)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, background included."""
+        return len(self.labels)
+
+    @property
+    def case_ids(self) -> list[str]:
+        """Ids of the training cases, sorted."""
+        return [c["id"] for c in self.training]
+
+    def case(self, cid: str) -> dict:
+        """The training entry with id ``cid``."""
+        for c in self.training:
+            if c["id"] == cid:
+                return c
+        raise KeyError(cid)
+
+
+def _int_keyed(mapping: object, key: str, where: Path) -> dict[int, str]:
+    if not isinstance(mapping, dict) or not mapping:
+        raise DataError(f"{where}: '{key}' must be a non-empty mapping of indices to names")
+    try:
+        out = {int(k): str(v) for k, v in mapping.items()}
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: the keys of '{key}' must be integers, got {list(mapping)}") from None
+    if sorted(out) != list(range(len(out))):
+        raise DataError(f"{where}: the keys of '{key}' must be 0..{len(out) - 1}, got {sorted(out)}")
+    return out
+
+
+def _resolve(root: Path, rel: object, what: str, where: Path) -> Path:
+    if not isinstance(rel, str) or not rel:
+        raise DataError(f"{where}: {what} must be a file path, got {rel!r}")
+    path = (root / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
+    if not path.is_file():
+        raise DataError(f"{where}: {what} file {path} does not exist")
+    return path
+
+
+def load_task(data_root: str | Path, task: str) -> Task:
+    """Read ``<data_root>/<task>/dataset.json`` and check its keys and that every file it names exists.
+
+    Paths in ``dataset.json`` are resolved against the task folder.
+
+    Raises:
+        DataError: missing folder or dataset.json, invalid JSON, missing keys, missing files, duplicate case ids.
+    """
+    root = Path(data_root) / task
+    dj = root / "dataset.json"
+    if not root.is_dir():
+        raise DataError(f"task folder {root} does not exist (check --data_root and --task)")
+    if not dj.is_file():
+        raise DataError(f"{dj} does not exist")
+    try:
+        meta = json.loads(dj.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{dj}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{dj}: expected a JSON object")
+    for key in REQUIRED_KEYS:
+        if key not in meta:
+            raise DataError(f"{dj}: missing key '{key}'")
+    modality = _int_keyed(meta["modality"], "modality", dj)
+    labels = _int_keyed(meta["labels"], "labels", dj)
+    if len(labels) < 2:
+        raise DataError(f"{dj}: 'labels' must list background and at least one foreground class")
+    if not isinstance(meta["training"], list) or not meta["training"]:
+        raise DataError(f"{dj}: 'training' must be a non-empty list of {{image, label}} entries")
+    training, seen = [], set()
+    for i, entry in enumerate(meta["training"]):
+        if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
+            raise DataError(f"{dj}: training entry {i} must have 'image' and 'label'")
+        img = _resolve(root, entry["image"], "image", dj)
+        lbl = _resolve(root, entry["label"], "label", dj)
+        cid = case_id(img)
+        if cid in seen:
+            raise DataError(f"{dj}: training case '{cid}' is listed twice")
+        seen.add(cid)
+        training.append({"image": img, "label": lbl, "id": cid})
+    test = []
+    for i, rel in enumerate(meta.get("test", []) or []):
+        if isinstance(rel, dict):  # some derived datasets write {"image": ...}
+            rel = rel.get("image")
+        img = _resolve(root, rel, "test image", dj)
+        test.append({"image": img, "id": case_id(img)})
+    if isinstance(meta.get("numTraining"), int) and meta["numTraining"] != len(training):
+        # Informational in MSD; a subset of the cases is legitimate, so warn rather than stop.
+        get_logger().warning("%s: numTraining is %d but 'training' lists %d cases", dj, meta["numTraining"], len(training))
+    training.sort(key=lambda c: c["id"])
+    test.sort(key=lambda c: c["id"])
+    return Task(name=task, root=root, modality=modality, labels=labels, training=training, test=test)
+
+
+def _header(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for unreadable files
+        raise DataError(f"{path}: cannot be read as NIfTI ({exc.__class__.__name__}: {exc})") from None
+    return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64)
+
+
+def check_headers(task: Task, cases: Iterable[dict] | None = None, atol: float = 1e-3) -> None:
+    """Check each training image against its label (same grid, same affine) and the channel count.
+
+    Args:
+        task: the task from :func:`load_task`.
+        cases: entries to check (default every training case).
+        atol: absolute tolerance on affine entries (mm); MSD headers differ in the last digits now and then.
+
+    Raises:
+        DataError: naming the file whose shape, affine or channel count is wrong.
+    """
+    n_ch = task.in_channels
+    for c in task.training if cases is None else cases:
+        ishape, iaff = _header(c["image"])
+        lshape, laff = _header(c["label"])
+        if len(ishape) not in (3, 4):
+            raise DataError(f"{c['image']}: expected a 3-D or 4-D image, got shape {ishape}")
+        channels = ishape[3] if len(ishape) == 4 else 1
+        if channels != n_ch:
+            raise DataError(
+                f"{c['image']}: has {channels} channel(s) but dataset.json 'modality' declares {n_ch}"
+            )
+        lshape3 = lshape[:3] if len(lshape) == 4 and lshape[3] == 1 else lshape
+        if len(lshape3) != 3:
+            raise DataError(f"{c['label']}: expected a 3-D label map, got shape {lshape}")
+        if tuple(ishape[:3]) != tuple(lshape3):
+            raise DataError(f"{c['label']}: shape {lshape3} differs from its image's {tuple(ishape[:3])}")
+        if not np.allclose(iaff, laff, atol=atol, rtol=1e-4):
+            raise DataError(f"{c['label']}: affine differs from its image's ({c['image'].name})")
+    for c in task.test:
+        ishape, _ = _header(c["image"])
+        channels = ishape[3] if len(ishape) == 4 else 1
+        if len(ishape) not in (3, 4) or channels != n_ch:
+            raise DataError(f"{c['image']}: shape {ishape} does not match {n_ch} channel(s) declared in dataset.json")
+
+
+def _stamp_key(paths: list[Path]) -> list[list]:
+    return [[str(p), p.stat().st_size, int(p.stat().st_mtime)] for p in paths]
+
+
+def check_labels(task: Task, stamp: str | Path | None = None, progress: bool = False, write_stamp: bool = True) -> None:
+    """Check that every label map holds only integer values in ``0..num_classes-1``.
+
+    Reads every label once; with ``stamp`` the result is recorded (file names, sizes, modification times) and
+    the check is skipped next time while nothing changed.
+
+    Raises:
+        DataError: naming the first label file with values outside the declared classes.
+    """
+    paths = [c["label"] for c in task.training]
+    key = {"num_classes": task.num_classes, "files": _stamp_key(paths)}
+    if stamp is not None and Path(stamp).is_file():
+        try:
+            if json.loads(Path(stamp).read_text()) == key:
+                return
+        except json.JSONDecodeError:
+            pass
+    it: Iterable[Path] = paths
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(paths, desc="checking labels", leave=False)
+    for p in it:
+        data = np.asanyarray(nib.load(str(p)).dataobj)
+        values = np.unique(data)
+        if not np.all(np.equal(np.mod(values, 1), 0)):
+            raise DataError(f"{p}: label values must be integers, found {values[np.mod(values, 1) != 0][:5].tolist()}")
+        bad = values[(values < 0) | (values >= task.num_classes)]
+        if bad.size:
+            raise DataError(
+                f"{p}: label values {bad.astype(int).tolist()} outside the {task.num_classes} classes "
+                f"declared in dataset.json 'labels' (0..{task.num_classes - 1})"
+            )
+    if stamp is not None and write_stamp:
+        write_json(stamp, key)
+
+
+def volume_shapes(task: Task, spacing: list[float] | None) -> list[tuple[int, int, int]]:
+    """Approximate spatial size of each training image after reorienting to RAS and resampling to ``spacing``.
+
+    Read from headers only (no voxel data). ``spacing`` None keeps each image's own voxel size.
+    """
+    out = []
+    for c in task.training:
+        img = nib.load(str(c["image"]))
+        shape = np.array(img.shape[:3], dtype=float)
+        zooms = nib.affines.voxel_sizes(img.affine)[:3]
+        ornt = nib.orientations.io_orientation(img.affine)
+        ras_shape, ras_zoom = np.zeros(3), np.zeros(3)
+        for k in range(3):
+            ras_shape[int(ornt[k, 0])] = shape[k]
+            ras_zoom[int(ornt[k, 0])] = zooms[k]
+        if spacing is not None:
+            ras_shape = np.round(ras_shape * ras_zoom / np.asarray(spacing, dtype=float))
+        out.append(tuple(int(s) for s in ras_shape))
+    return out

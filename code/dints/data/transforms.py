@@ -1,0 +1,131 @@
+"""MONAI transform pipelines: preprocessing (cached), training augmentation, validation and inference.
+
+Preprocessing (deterministic, so cacheable): load, channel first, reorient to RAS, resample to the target
+spacing, normalise intensities, pad to the patch size, cast. Training adds class-balanced crops around the
+labels and augmentation. Inference keeps the image's metadata and the applied operations, so that
+``monai.transforms.Invertd`` can bring predictions back to the original grid.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from monai.transforms import (
+    CastToTyped,
+    ClassesToIndicesd,
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    NormalizeIntensityd,
+    Orientationd,
+    RandCropByLabelClassesd,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandRotated,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    RandZoomd,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+)
+
+from dints.run.settings import DataSettings
+
+IMAGE, LABEL = "image", "label"
+#: Largest random rotation about each axis (radians), as in the authors' training transforms.
+ROTATE_RAD = 0.3
+#: Cap on the voxel indices kept per class for crop sampling (bounds cache memory on large CT volumes).
+MAX_INDICES_PER_CLASS = 20000
+
+
+def _normalise(data: DataSettings) -> list:
+    if data.intensity == "ct":
+        lo, hi = data.ct_window
+        return [ScaleIntensityRanged(IMAGE, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)]
+    return [NormalizeIntensityd(IMAGE, nonzero=data.intensity == "zscore_nonzero", channel_wise=True)]
+
+
+def preprocess(data: DataSettings, keys: Sequence[str] = (IMAGE, LABEL)) -> list:
+    """Deterministic preprocessing of ``keys`` (``image`` and optionally ``label``).
+
+    Returns:
+        A list of transforms producing float32 ``image`` (C, X, Y, Z) in RAS at ``data.spacing`` (or native
+        spacing when it is None), normalised, padded to at least ``data.patch_size``; ``label`` (1, X, Y, Z)
+        uint8 on the same grid.
+    """
+    keys = list(keys)
+    has_label = LABEL in keys
+    xs: list = [
+        LoadImaged(keys, image_only=True),
+        EnsureChannelFirstd(keys),
+        Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+    ]
+    if data.spacing is not None:
+        modes = ["bilinear" if k == IMAGE else "nearest" for k in keys]
+        xs.append(Spacingd(keys, pixdim=tuple(data.spacing), mode=modes))
+    xs += _normalise(data)
+    xs.append(SpatialPadd(keys, spatial_size=tuple(data.patch_size), mode="constant"))
+    xs.append(CastToTyped(IMAGE, dtype=torch.float32))
+    if has_label:
+        xs.append(CastToTyped(LABEL, dtype=torch.uint8))
+    return xs
+
+
+def train_transforms(data: DataSettings) -> tuple[Compose, Compose]:
+    """Training pipeline split into its cacheable part and its random part.
+
+    Returns:
+        ``(cached, random)``. ``cached`` ends with per-class voxel indices; ``random`` draws ``data.num_samples``
+        class-balanced crops of ``data.patch_size`` and augments them as the DiNTS authors do: rotation up to
+        0.3 rad about each axis (p 0.2), zoom 0.8-1.2 (p 0.16), Gaussian smoothing with sigma 0.5-1.15 (p 0.15),
+        intensity scale by up to 30% (p 0.5) and shift by up to 0.1 (p 0.5), Gaussian noise with std 0.01
+        (p 0.15), and a flip along each axis (p 0.5). Each crop: image float32 (C, *patch), label float32
+        (1, *patch) with integer class values.
+    """
+    n = data.num_classes
+    cached = preprocess(data) + [
+        ClassesToIndicesd(LABEL, num_classes=n, max_samples_per_class=MAX_INDICES_PER_CLASS),
+    ]
+    patch = tuple(data.patch_size)
+    # Magnitudes and probabilities of the DiNTS authors' training transforms (MONAI's DiNTS tutorial,
+    # search_dints.py / train_dints.py), in their order.
+    rand = [
+        RandCropByLabelClassesd(
+            [IMAGE, LABEL], label_key=LABEL, spatial_size=patch, ratios=[1] * n, num_classes=n,
+            num_samples=data.num_samples, indices_key=f"{LABEL}_cls_indices", warn=False,
+        ),
+        RandRotated([IMAGE, LABEL], range_x=ROTATE_RAD, range_y=ROTATE_RAD, range_z=ROTATE_RAD, prob=0.2,
+                    mode=["bilinear", "nearest"], padding_mode="zeros", keep_size=True),
+        RandZoomd([IMAGE, LABEL], prob=0.16, min_zoom=0.8, max_zoom=1.2, mode=["trilinear", "nearest"],
+                  align_corners=[True, None], keep_size=True),
+        RandGaussianSmoothd(IMAGE, prob=0.15, sigma_x=(0.5, 1.15), sigma_y=(0.5, 1.15), sigma_z=(0.5, 1.15)),
+        RandScaleIntensityd(IMAGE, factors=0.3, prob=0.5),
+        RandShiftIntensityd(IMAGE, offsets=0.1, prob=0.5),
+        RandGaussianNoised(IMAGE, prob=0.15, std=0.01),
+        RandFlipd([IMAGE, LABEL], prob=0.5, spatial_axis=0),
+        RandFlipd([IMAGE, LABEL], prob=0.5, spatial_axis=1),
+        RandFlipd([IMAGE, LABEL], prob=0.5, spatial_axis=2),
+        CastToTyped([IMAGE, LABEL], dtype=torch.float32),
+        EnsureTyped([IMAGE, LABEL], track_meta=False),
+    ]
+    return Compose(cached), Compose(rand)
+
+
+def val_transforms(data: DataSettings) -> Compose:
+    """Validation pipeline: preprocessing of image and label, whole volumes (sliding-window inference)."""
+    return Compose(preprocess(data) + [CastToTyped(LABEL, dtype=torch.float32)])
+
+
+def infer_transforms(data: DataSettings) -> Compose:
+    """Inference pipeline for images without labels.
+
+    The output ``image`` is a MetaTensor carrying its metadata (original affine, spatial shape, file name) and
+    the applied operations, so predictions can be mapped back with ``monai.transforms.Invertd`` using this
+    same Compose.
+    """
+    return Compose(preprocess(data, keys=(IMAGE,)))
+

@@ -1,0 +1,108 @@
+"""The run layout: every run-folder and file name of the pipeline, spelled once.
+
+    <work_root>/<task>/                                 splits.json, labels_checked.json, cache/
+    <work_root>/msd_size.json                           original image sizes (stage 6)
+    <work_root>/search-bilevel-ent-mem<MEM>-<task>/     stage 1 (the seed's name; MEM as %g: 0.80 -> 0.8)
+        retrain-fold<k>/  val-fold<k>/  test-fold<k>/   stages 2, 3, 4
+        fused/  final/  final_summary.json              stages 5, 6
+
+The shell drivers ask this module for paths (``python -m dints.run.layout KIND --work_root W --task T --mem M
+[--fold K]`` prints one), so Python and shell can never disagree on a name. Importing it loads nothing heavy.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+#: Stage summaries: a stage whose summary exists is finished (the drivers skip it).
+SUMMARY = "summary.json"
+MSD_SIZE = "msd_size.json"
+FINAL_SUMMARY = "final_summary.json"
+
+
+def mem_tag(mem: float) -> str:
+    """The memory budget as it appears in folder names: shortest form, ``0.80`` and ``0.8`` both give ``0.8``."""
+    return f"{float(mem):g}"
+
+
+def task_dir(work_root: str | Path, task: str) -> Path:
+    """``<work_root>/<task>``: the task's splits, label-check stamp and data cache."""
+    return Path(work_root) / task
+
+
+def search_dir(work_root: str | Path, task: str, mem: float) -> Path:
+    """The search run folder, named as in the seed: ``<work_root>/search-bilevel-ent-mem<mem>-<task>``."""
+    return Path(work_root) / f"search-bilevel-ent-mem{mem_tag(mem)}-{task}"
+
+
+def retrain_dir(run: Path, fold: int) -> Path:
+    """``<search run>/retrain-fold<k>``: best.pt, latest.pt, metrics.csv, summary.json."""
+    return Path(run) / f"retrain-fold{fold}"
+
+
+def eval_dir(run: Path, split: str, fold: int) -> Path:
+    """``<search run>/val-fold<k>`` (stage 3) or ``<search run>/test-fold<k>`` (stage 4)."""
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    return Path(run) / f"{split}-fold{fold}"
+
+
+def fused_dir(run: Path) -> Path:
+    """``<search run>/fused``: stage 5's fused labels and probabilities."""
+    return Path(run) / "fused"
+
+
+def final_dir(run: Path) -> Path:
+    """``<search run>/final``: stage 6's label maps on the original image grids."""
+    return Path(run) / "final"
+
+
+def msd_size_file(work_root: str | Path) -> Path:
+    """``<work_root>/msd_size.json``, stage 6's default table of original sizes."""
+    return Path(work_root) / MSD_SIZE
+
+
+def stage_marker(work_root: str | Path, task: str, mem: float, kind: str, fold: int | None = None) -> Path:
+    """The file whose existence means a stage (for a fold) is finished.
+
+    Args:
+        kind: ``search``, ``retrain``, ``val``, ``test``, ``fuse`` or ``resample``.
+        fold: the fold, for ``retrain``, ``val`` and ``test``.
+    """
+    run = search_dir(work_root, task, mem)
+    if kind in ("retrain", "val", "test") and fold is None:
+        raise ValueError(f"{kind}: a fold is needed")
+    return {
+        "search": lambda: run / "arch.json",
+        "retrain": lambda: retrain_dir(run, fold) / SUMMARY,
+        "val": lambda: eval_dir(run, "val", fold) / SUMMARY,
+        "test": lambda: eval_dir(run, "test", fold) / SUMMARY,
+        "fuse": lambda: fused_dir(run) / SUMMARY,
+        "resample": lambda: run / FINAL_SUMMARY,
+    }[kind]()
+
+
+KINDS = ("run", "search", "retrain", "val", "test", "fuse", "resample", "msd_size")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print one path of the layout (for the shell drivers)."""
+    p = argparse.ArgumentParser(prog="python -m dints.run.layout", description=main.__doc__)
+    p.add_argument("kind", choices=KINDS, help="run: the search run folder; msd_size: the default size table; "
+                                               "otherwise the file that marks that stage finished")
+    p.add_argument("--work_root", required=True)
+    p.add_argument("--task", default="")
+    p.add_argument("--mem", type=float, default=0.8)
+    p.add_argument("--fold", type=int, default=None)
+    a = p.parse_args(argv)
+    if a.kind == "run":
+        print(search_dir(a.work_root, a.task, a.mem))
+    elif a.kind == "msd_size":
+        print(msd_size_file(a.work_root))
+    else:
+        print(stage_marker(a.work_root, a.task, a.mem, a.kind, a.fold))
+
+
+if __name__ == "__main__":
+    main()

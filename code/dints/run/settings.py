@@ -1,0 +1,115 @@
+"""Typed settings the library reads, resolved once at a stage's edge from its options.
+
+The stage entry points parse their options (``code/config.py``) and build these frozen dataclasses from them; library
+code receives only the values it uses and never sees, imports or changes the configuration itself.
+
+    data = DataSettings.from_options(cfg)            # any object with same-named attributes
+    infer = InferSettings.from_options(cfg, tta=False)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T", bound="_FromOptions")
+
+
+def _freeze(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+class _FromOptions:
+    @classmethod
+    def from_options(cls: type[T], opts: Any, **overrides: Any) -> T:
+        """Pick this dataclass's fields from ``opts`` by name (lists become tuples); ``overrides`` win.
+
+        Raises:
+            AttributeError: ``opts`` lacks a field that ``overrides`` does not give.
+        """
+        values = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            values[f.name] = overrides[f.name] if f.name in overrides else _freeze(getattr(opts, f.name))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class DataSettings(_FromOptions):
+    """What the data pipeline needs: preprocessing, crops, caching and the data stream's seed.
+
+    Attributes:
+        task: task folder name (the disk cache lives in ``<work_root>/<task>/cache``).
+        work_root: the run root.
+        spacing: target voxel size in mm, or None for each image's own.
+        intensity: ``ct``, ``zscore`` or ``zscore_nonzero``.
+        ct_window: HU window of ``ct``.
+        patch_size: crop size in voxels.
+        batch_size: crops per process per step.
+        num_samples: crops per loaded volume.
+        cache: ``none``, ``memory`` or ``disk``.
+        cache_rate: fraction cached in memory.
+        num_workers: loader workers.
+        seed: run seed.
+        in_channels: image channels.
+        num_classes: classes, background included.
+    """
+
+    task: str
+    work_root: str
+    spacing: tuple[float, float, float] | None
+    intensity: str
+    ct_window: tuple[float, float]
+    patch_size: tuple[int, int, int]
+    batch_size: int
+    num_samples: int
+    cache: str
+    cache_rate: float
+    num_workers: int
+    seed: int
+    in_channels: int
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class InferSettings(_FromOptions):
+    """Sliding-window inference: window, windows per batch, overlap, flip TTA, mixed precision (CUDA only)."""
+
+    patch_size: tuple[int, int, int]
+    sw_batch_size: int
+    sw_overlap: float
+    tta: bool
+    amp: bool
+
+
+@dataclass(frozen=True)
+class LoopSettings(_FromOptions):
+    """The training-loop harness's cadence (:mod:`dints.train.runloop`)."""
+
+    iters: int
+    val_interval: int
+    log_interval: int
+    ckpt_interval: int
+
+
+@dataclass(frozen=True)
+class SearchSettings(_FromOptions):
+    """The bilevel step's optimisers, schedules, losses and the crop batch its memory estimate is sized for."""
+
+    base_lr: float
+    momentum: float
+    weight_decay: float
+    arch_lr: float
+    grad_clip: float
+    iters: int
+    warmup_iters: int
+    EF: int
+    ef_end: float
+    EP: int
+    topology: int
+    topology_weight: float
+    mem: float
+    use_max: int
+    batch_size: int
+    num_samples: int
+    patch_size: tuple[int, int, int]

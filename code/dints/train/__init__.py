@@ -1,0 +1,1 @@
+"""Training: the bilevel step, losses, optimiser step, schedules, the run-loop harness, checkpoints, models."""

@@ -1,0 +1,104 @@
+"""Checkpoints holding a run's full state: model, optimisers, scalers, iteration, RNG states, data
+stream positions, best metric, configuration. Written atomically; loaded with one clear error when unusable."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dints.errors import UserError
+from dints.io import save_torch
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch (and CUDA) random states."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(path: str | Path, **state: Any) -> Path:
+    """Write a checkpoint atomically. Modules and optimisers are stored by their ``state_dict()``."""
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, torch.nn.Module):
+            v = v.state_dict()
+        elif hasattr(v, "state_dict") and callable(v.state_dict):
+            v = v.state_dict()
+        out[k] = v
+    out["rng"] = rng_state()
+    return save_torch(path, out)
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save`.
+
+    Raises:
+        UserError: the file is missing or unreadable (naming it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # truncated or foreign file
+        raise UserError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}: {exc})") from None
+
+
+def check_compatible(saved: dict[str, Any], current: dict[str, Any], keys: list[str], path: Path) -> None:
+    """Refuse to resume with options that change the model or the data stream.
+
+    Args:
+        saved: the configuration recorded in the checkpoint.
+        current: this run's configuration (option name -> value).
+        keys: the options that must agree.
+        path: the checkpoint (for the message).
+
+    Raises:
+        UserError: naming the first option that differs and how to proceed.
+    """
+    for k in keys:
+        if k in saved and saved[k] != current.get(k):
+            raise UserError(
+                f"{path} was written with --{k} {saved[k]} but this run has {current.get(k)}; "
+                "rerun with the same options, or pass --resume no to start afresh"
+            )
+
+
+def load_for_resume(path: Path, resume: str, current: dict[str, Any], keys: list[str], log) -> dict[str, Any] | None:
+    """The checkpoint a run continues from; None to start afresh.
+
+    Args:
+        path: ``latest.pt``.
+        resume: ``--resume``: ``auto`` (resume when the file exists), ``yes`` (require it) or ``no``.
+        current: this run's configuration, checked against the recorded one on ``keys``.
+        keys: options that must not change between the runs.
+        log: logger.
+
+    Raises:
+        UserError: ``--resume yes`` without a checkpoint, or a checkpoint written with other options.
+    """
+    path = Path(path)
+    if resume == "yes" and not path.is_file():
+        raise UserError(f"--resume yes: {path} does not exist")
+    if resume == "no" or not path.is_file():
+        if path.is_file():
+            log.info("--resume no: starting afresh (%s will be overwritten)", path)
+        return None
+    state = load(path)
+    check_compatible(state["config"], current, keys, path)
+    return state

@@ -1,0 +1,195 @@
+"""The training-loop harness shared by the search and retraining.
+
+A stage supplies what differs — one training step, one validation, the objects and extra state it checkpoints — and
+:class:`RunLoop` does the rest the same way for both: resuming from ``latest.pt``, the progress bar, TensorBoard
+scalars, the guard against non-finite steps, validation on schedule with its CSV table and the best result, and
+checkpoint cadence.
+
+    loop = RunLoop("retrain fold 0", run_dir, LoopSettings.from_options(cfg), log, config, hint="lower --base_lr",
+                   objects={"model": net, "optimizer": opt, "scaler": scaler, "loader": loader})
+    loop.resume(cfg.resume, RESUME_KEYS)   # restores the objects; returns the checkpoint (or None) for the rest
+    loop.run(step, validate, extra_state)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from dints.errors import UserError
+from dints.io import write_csv
+from dints.run import dist
+from dints.run.settings import LoopSettings
+from dints.train import checkpoint
+
+#: Consecutive non-finite steps tolerated before a run stops.
+MAX_BAD_STEPS = 10
+
+
+@dataclass
+class Step:
+    """What one training step reports.
+
+    Attributes:
+        ok: every loss was finite and the optimisers stepped.
+        scalars: TensorBoard scalars of the step (written on logged iterations).
+        postfix: progress-bar fields.
+    """
+
+    ok: bool
+    scalars: dict[str, float] = field(default_factory=dict)
+    postfix: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Validation:
+    """What one validation reports.
+
+    Attributes:
+        dice: the mean foreground Dice the best result is chosen by (unrounded; NaN never counts as better).
+        row: the metrics table's row (``iteration`` is added by the loop).
+        text: the log line's detail, after ``iteration <n>: ``.
+        scalars: TensorBoard scalars (``val/...``).
+    """
+
+    dice: float
+    row: dict[str, Any]
+    text: str
+    scalars: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, res: dict, label: str, extra_row: dict[str, Any] | None = None, extra_text: str = "") -> Validation:
+        """From :func:`dints.evaluate.validation.validate`'s result: the row holds the mean and per-class Dice (5
+        decimals) with ``extra_row`` between them, the text ``<label> Dice <mean> [<per class>]<extra_text>``."""
+        mean, per_class = res["mean_dice"], res["class_dice"]
+        row = {"val_dice": round(mean, 5), **(extra_row or {}),
+               **{f"dice_{k + 1}": round(v, 5) for k, v in enumerate(per_class)}}
+        text = f"{label} Dice {mean:.4f} {[round(v, 4) for v in per_class]}{extra_text}"
+        scalars = {"val/dice": mean, **{f"val/dice_class{k + 1}": v for k, v in enumerate(per_class)}}
+        return cls(mean, row, text, scalars)
+
+
+class RunLoop:
+    """Iterations ``start..iters-1`` of one run, resumable, with validation, best tracking and checkpoints.
+
+    Files in ``run_dir`` (rank 0 writes): ``latest.pt`` (every ``ckpt_interval`` iterations and at the end),
+    ``best.pt`` (when ``keep_best`` and the validation Dice improves), ``metrics.csv`` (one row per validation) and
+    ``tb/`` (TensorBoard).
+
+    Args:
+        desc: progress-bar label.
+        run_dir: the run folder.
+        settings: iterations and the validation, logging and checkpoint intervals.
+        log: the stage's logger.
+        config: the resolved configuration, recorded in every checkpoint.
+        hint: what to try when steps keep failing (ends the error message).
+        objects: what the checkpoints hold by ``state_dict()`` under these keys (network, optimisers, scalers, data
+            streams), restored by ``load_state_dict`` on resume.
+        keep_best: write ``best.pt`` at each improvement of the validation Dice.
+    """
+
+    def __init__(self, desc: str, run_dir: Path, settings: LoopSettings, log: logging.Logger,
+                 config: dict[str, Any], hint: str, objects: dict[str, Any], keep_best: bool = False):
+        self.desc, self.run_dir, self.s, self.log, self.hint = desc, Path(run_dir), settings, log, hint
+        self.config, self.objects = config, objects
+        self.keep_best = keep_best
+        self.latest, self.best_path = self.run_dir / "latest.pt", self.run_dir / "best.pt"
+        self.start, self.history, self.best, self.best_iteration = 0, [], -1.0, -1
+        self.seconds, self.iterations_run = 0.0, 0
+
+    def resume(self, mode: str, keys: list[str]) -> dict[str, Any] | None:
+        """Load ``latest.pt`` following ``--resume``; restore the objects, RNG states, position, history and best.
+
+        Args:
+            mode: ``auto``, ``yes`` or ``no``.
+            keys: options that must equal the checkpoint's (compared with ``config``).
+
+        Returns:
+            The checkpoint, for the stage to restore anything else from; None when starting afresh.
+        """
+        state = checkpoint.load_for_resume(self.latest, mode, self.config, keys, self.log)
+        if state is None:
+            return None
+        for key, obj in self.objects.items():
+            obj.load_state_dict(state[key])
+        checkpoint.set_rng_state(state["rng"])
+        self.start, self.history = state["iteration"], state["history"]
+        self.best, self.best_iteration = state.get("best_dice", -1.0), state.get("best_iteration", -1)
+        self.log.info("resumed from %s at iteration %d", self.latest, self.start)
+        return state
+
+    def _save(self, path: Path, it: int, extra: Callable[[], dict[str, Any]]) -> None:
+        if dist.info().is_main:
+            checkpoint.save(path, **self.objects, **extra(), iteration=it, history=self.history, best_dice=self.best,
+                            best_iteration=self.best_iteration, config=self.config)
+
+    def run(self, step: Callable[[int], Step], validate: Callable[[int], Validation],
+            extra: Callable[[], dict[str, Any]], log_scalars: Callable[[int], dict[str, float]] | None = None) -> None:
+        """Run the remaining iterations.
+
+        Args:
+            step: performs iteration ``it`` (0-based).
+            validate: validates after ``done`` iterations.
+            extra: what the checkpoints hold besides the objects (plain values, tensors, metadata).
+            log_scalars: extra scalars computed only on logged iterations (off the hot path).
+
+        Raises:
+            UserError: ``MAX_BAD_STEPS`` consecutive non-finite steps.
+        """
+        from tqdm import tqdm
+
+        s, main = self.s, dist.info().is_main
+        writer = None
+        if main:
+            from tensorboardX import SummaryWriter
+
+            writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.start)
+        bar = tqdm(range(self.start, s.iters), initial=self.start, total=s.iters, desc=self.desc, disable=not main,
+                   dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
+        bad, t0 = 0, time.perf_counter()
+        for it in bar:
+            out = step(it)
+            bad = 0 if out.ok else bad + 1
+            if not out.ok:
+                self.log.warning("iteration %d: non-finite loss, step skipped (%d in a row)", it, bad)
+                if bad >= MAX_BAD_STEPS:
+                    raise UserError(f"the loss was not finite for {bad} consecutive iterations (last {it}); "
+                                    f"{self.hint}, or check the data")
+            if writer is not None and (it % s.log_interval == 0 or it == s.iters - 1):
+                scalars = dict(out.scalars)
+                if log_scalars is not None:
+                    with torch.no_grad():
+                        scalars.update(log_scalars(it))
+                for k, v in scalars.items():
+                    writer.add_scalar(k, v, it)
+            bar.set_postfix(out.postfix, refresh=False)
+            done = it + 1
+            if (s.val_interval and done % s.val_interval == 0) or done == s.iters:
+                self._validate(done, validate, extra, writer)
+            if done % s.ckpt_interval == 0 or done == s.iters:
+                self._save(self.latest, done, extra)
+        bar.close()
+        if writer is not None:
+            writer.close()
+        self.seconds, self.iterations_run = time.perf_counter() - t0, s.iters - self.start
+
+    def _validate(self, done: int, validate: Callable[[int], Validation], extra, writer) -> None:
+        res = validate(done)
+        improved = res.dice > self.best
+        if improved:
+            self.best, self.best_iteration = res.dice, done
+        self.history.append({"iteration": done, **res.row})
+        self.log.info("iteration %d: %s%s", done, res.text, " (best)" if improved and self.keep_best else "")
+        if writer is not None:
+            for k, v in res.scalars.items():
+                writer.add_scalar(k, v, done)
+        if dist.info().is_main:
+            write_csv(self.run_dir / "metrics.csv", self.history)
+        if improved and self.keep_best:
+            self._save(self.best_path, done, extra)

@@ -1,0 +1,70 @@
+"""The run layout is spelled once: Python stages and shell drivers agree on every folder name (MEM=0.80 included)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dints.run import layout
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = "search-bilevel-ent-mem0.8-Task99_Demo"  # the seed's name, spelled by hand
+
+
+def test_names_by_hand(tmp_path):
+    assert layout.search_dir(tmp_path, "Task99_Demo", 0.80) == tmp_path / RUN
+    assert layout.search_dir(tmp_path, "Task99_Demo", 0.8) == tmp_path / RUN
+    assert layout.search_dir(tmp_path, "T", 0.5).name == "search-bilevel-ent-mem0.5-T"
+    run = tmp_path / RUN
+    assert layout.retrain_dir(run, 3) == run / "retrain-fold3"
+    assert layout.eval_dir(run, "val", 1) == run / "val-fold1" and layout.eval_dir(run, "test", 0) == run / "test-fold0"
+    assert (layout.fused_dir(run), layout.final_dir(run)) == (run / "fused", run / "final")
+    assert layout.stage_marker(tmp_path, "Task99_Demo", 0.8, "resample") == run / "final_summary.json"
+    assert layout.msd_size_file(tmp_path) == tmp_path / "msd_size.json"
+
+
+def _main_sh(stage: str, work: Path, **env) -> subprocess.CompletedProcess:
+    e = dict(os.environ, TASKS="Task99_Demo", FOLDS="0 1", DATA_ROOT=str(work / "no-data"), WORK_ROOT=str(work),
+             PYTHON=sys.executable, **env)
+    return subprocess.run(["bash", str(ROOT / "code" / "main.sh"), stage], capture_output=True, text=True, env=e)
+
+
+@pytest.mark.slow
+def test_shell_drivers_find_finished_runs_whatever_the_spelling_of_mem(tmp_path):
+    # A finished search and finished folds in the folder Python names for --mem 0.8; the drivers, given MEM=0.80,
+    # must find them and skip (before, they looked for mem0.80 and searched again). No data exists: any stage that
+    # ran instead of skipping would fail.
+    run = tmp_path / RUN
+    (run).mkdir()
+    (run / "arch.json").write_text("{}")
+    for k in (0, 1):
+        for sub in ("retrain", "val", "test"):
+            (run / f"{sub}-fold{k}").mkdir()
+            (run / f"{sub}-fold{k}" / "summary.json").write_text("{}")
+    (run / "fused").mkdir()
+    (run / "fused" / "summary.json").write_text("{}")
+    (run / "final_summary.json").write_text("{}")
+    expected = {"1": ["[search] Task99_Demo: " + str(run / "arch.json") + " exists, skipping"],
+                "2": [f"[retrain] Task99_Demo fold {k}: done, skipping" for k in (0, 1)],
+                "3": [f"[test-val] Task99_Demo fold {k}: done, skipping" for k in (0, 1)],
+                "4": [f"[test-infer] Task99_Demo fold {k}: done, skipping" for k in (0, 1)],
+                "5": ["[fuse] Task99_Demo: done, skipping"],
+                "6": ["[resample] Task99_Demo: done, skipping"]}
+    for stage, lines in expected.items():
+        r = _main_sh(stage, tmp_path, MEM="0.80")
+        assert r.returncode == 0, r.stdout + r.stderr
+        for line in lines:
+            assert line in r.stdout, (stage, r.stdout)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RUN]  # no second run folder
+
+
+@pytest.mark.slow
+def test_layout_cli_prints_what_python_uses(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "dints.run.layout", "retrain", "--work_root", str(tmp_path), "--task",
+                          "T", "--mem", "0.80", "--fold", "2"], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT / "code")))
+    assert out.stdout.strip() == str(layout.retrain_dir(layout.search_dir(tmp_path, "T", 0.8), 2) / "summary.json")
