@@ -96,6 +96,21 @@ def _resolve(root: Path, rel: object, what: str, where: Path) -> Path:
     return path
 
 
+def read_json_object(path: Path, what: str = "a JSON object") -> dict:
+    """A JSON file that must hold an object.
+
+    Raises:
+        DataError: not valid JSON, or not an object (``expected <what>``).
+    """
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected {what}")
+    return data
+
+
 def load_task(data_root: str | Path, task: str) -> Task:
     """Read ``<data_root>/<task>/dataset.json`` and check its keys and that every file it names exists.
 
@@ -110,12 +125,7 @@ def load_task(data_root: str | Path, task: str) -> Task:
         raise DataError(f"task folder {root} does not exist (check --data_root and --task)")
     if not dj.is_file():
         raise DataError(f"{dj} does not exist")
-    try:
-        meta = json.loads(dj.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{dj}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{dj}: expected a JSON object")
+    meta = read_json_object(dj)
     for key in REQUIRED_KEYS:
         if key not in meta:
             raise DataError(f"{dj}: missing key '{key}'")

@@ -6,12 +6,11 @@ that every result goes back onto its original grid.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nibabel as nib
 
-from dints.data.msd import load_task
+from dints.data.msd import load_task, read_json_object
 from dints.errors import DataError, UserError
 from dints.io import write_json
 
@@ -36,13 +35,7 @@ def task_sizes(task_dir: str | Path) -> dict[str, list[int]]:
 
 
 def _read_table(path: Path) -> dict:
-    try:
-        table = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(table, dict):
-        raise DataError(f"{path}: expected a JSON object of tasks")
-    return table
+    return read_json_object(path, "a JSON object of tasks")
 
 
 def update_msd_size(path: str | Path, task_dirs: list[str | Path]) -> dict[str, int]:
