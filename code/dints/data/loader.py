@@ -19,8 +19,8 @@ from monai.data import CacheDataset, Dataset, PersistentDataset, list_data_colla
 from monai.transforms import Compose
 from torch.utils.data import DataLoader, Sampler
 
-from dints.run import dist
 from dints.data.transforms import train_transforms, val_transforms
+from dints.run import dist
 from dints.run.settings import DataSettings
 
 PREPROCESS_KEYS = ("spacing", "intensity", "ct_window", "patch_size", "num_classes", "in_channels")
