@@ -7,18 +7,26 @@ TASKS=${TASKS:-Task09_Spleen}          # space-separated MSD task folder names
 FOLDS=${FOLDS:-"0 1 2 3 4"}            # folds to retrain, test and fuse
 SEARCH_FOLD=${SEARCH_FOLD:-0}          # fold whose training part the search uses
 NGPU=${NGPU:-1}                        # processes per node (one per GPU; on a CPU, processes)
+NNODES=${NNODES:-1}                    # nodes (torchrun: run main.sh on each; horovodrun: on one, with HOSTS)
+HOSTS=${HOSTS:-}                       # horovodrun's host list, e.g. node1:8,node2:8 (processes = the slots' sum)
+RDZV_ENDPOINT=${RDZV_ENDPOINT:-}       # torchrun's rendezvous HOST:PORT when NNODES > 1 (the same on every node)
+RDZV_ID=${RDZV_ID:-dints}              # torchrun's job id (one per concurrent job)
 MEM=${MEM:-0.8}                        # memory budget of the search (fraction of the full supernet)
 DATA_ROOT=${DATA_ROOT:-$REPO_DIR/data} # folder holding the task folders
 WORK_ROOT=${WORK_ROOT:-$REPO_DIR/work} # run folders go here
 PRESET=${PRESET:-}                     # preset YAML; empty: configs/<task>.yaml when it exists
-LAUNCHER=${LAUNCHER:-auto}             # auto, horovod, torch or none (for NGPU > 1)
+LAUNCHER=${LAUNCHER:-auto}             # auto, horovod, torch or none; auto: horovod when horovodrun is installed
+                                       # beside PYTHON and no RDZV_ENDPOINT is set, else torch
 FORCE=${FORCE:-0}                      # 1: redo stages whose outputs exist
 ARCH=${ARCH:-}                         # architecture for retraining (default: the search run's arch.json)
 CHECKPOINT=${CHECKPOINT:-}             # model to test, '{fold}' replaced (default: each fold's best.pt, the best
                                        # validation Dice of its retraining)
 TTA=${TTA:-0}                          # 1: flip test-time augmentation in stage 4
 MSD_SIZE=${MSD_SIZE:-}                 # msd_size.json for stage 6 (default: $WORK_ROOT/msd_size.json, made if missing)
-PYTHON=${PYTHON:-python}
+VENV=${VENV:-$REPO_DIR/.venv}          # the environment scripts/setup.sh made; used when it exists
+if [ -z "${PYTHON:-}" ]; then          # the Python (and its horovodrun) to run the stages with
+  if [ -x "$VENV/bin/python" ]; then PYTHON=$VENV/bin/python; else PYTHON=python; fi
+fi
 EXTRA_ARGS=${EXTRA_ARGS:-}             # appended to every stage's command line
 
 preset_for() {  # preset_for TASK -> "--config FILE" or nothing
@@ -38,16 +46,51 @@ search_dir() {  # search_dir TASK -> the search run folder (seed naming; MEM=0.8
   layout_path run "$1"
 }
 
-launch() {  # launch SCRIPT ARGS... : one process, or NGPU of them with horovodrun or torchrun
+horovodrun_path() {  # the horovodrun beside PYTHON, else the one on PATH, else nothing
+  local dir
+  dir=$(dirname "$(command -v "$PYTHON")")
+  if [ -x "$dir/horovodrun" ]; then echo "$dir/horovodrun"; else command -v horovodrun || true; fi
+}
+
+launcher() {  # launcher -> none, horovod or torch: how launch runs the stages
+  local np=$((NGPU * NNODES))
+  if [ -n "$HOSTS" ] && [ "$LAUNCHER" != torch ]; then np=$(hosts_slots); fi
+  if [ "$np" -le 1 ] || [ "$LAUNCHER" = none ]; then echo none
+  elif [ "$LAUNCHER" = horovod ] || { [ "$LAUNCHER" = auto ] && [ -z "$RDZV_ENDPOINT" ] && [ -n "$(horovodrun_path)" ]; }
+  then echo horovod
+  else echo torch
+  fi
+}
+
+hosts_slots() {  # hosts_slots -> the number of processes HOSTS asks for (node1:8,node2:8 -> 16)
+  local total=0 h
+  for h in ${HOSTS//,/ }; do total=$((total + ${h##*:})); done
+  echo "$total"
+}
+
+launch() {  # launch SCRIPT ARGS... : one process, or NGPU per node under horovodrun or torchrun
   local script=$CODE_DIR/$1
   shift
-  if [ "$NGPU" -le 1 ] || [ "$LAUNCHER" = none ]; then
-    "$PYTHON" "$script" "$@"
-  elif [ "$LAUNCHER" = horovod ] || { [ "$LAUNCHER" = auto ] && command -v horovodrun >/dev/null 2>&1; }; then
-    horovodrun -np "$NGPU" "$PYTHON" "$script" "$@"
-  else
-    "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NGPU" "$script" "$@"
-  fi
+  case $(launcher) in
+    none) "$PYTHON" "$script" "$@" ;;
+    horovod)
+      local hvd
+      hvd=$(horovodrun_path)
+      if [ -z "$hvd" ]; then echo "LAUNCHER=horovod: horovodrun is not installed (bash scripts/setup.sh --with-horovod)" >&2; return 2; fi
+      if [ -n "$HOSTS" ]; then
+        "$hvd" -np "$(hosts_slots)" -H "$HOSTS" "$PYTHON" "$script" "$@"
+      else
+        "$hvd" -np "$((NGPU * NNODES))" "$PYTHON" "$script" "$@"
+      fi ;;
+    torch)
+      if [ "$NNODES" -gt 1 ]; then
+        if [ -z "$RDZV_ENDPOINT" ]; then echo "NNODES=$NNODES: set RDZV_ENDPOINT=HOST:PORT (the same on every node)" >&2; return 2; fi
+        "$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$NGPU" --rdzv_backend c10d \
+          --rdzv_endpoint "$RDZV_ENDPOINT" --rdzv_id "$RDZV_ID" "$script" "$@"
+      else
+        "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NGPU" "$script" "$@"
+      fi ;;
+  esac
 }
 
 common_args() {  # common_args TASK -> the options every stage shares

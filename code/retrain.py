@@ -96,7 +96,8 @@ def run_retrain(cfg) -> Path:
     if d.is_main:  # the stage's final output: main.sh skips a fold that has it
         write_json(out / layout.SUMMARY, {"fold": cfg.fold, "best_dice": loop.best,
                                           "best_iteration": loop.best_iteration, "iters": cfg.iters,
-                                          "best": str(loop.best_path), "latest": str(loop.latest)})
+                                          "best": str(loop.best_path), "latest": str(loop.latest),
+                                          "processes": d.world_size, "replica_digests": loop.replica_digests})
     dist.barrier()
     log.info("fold %d: best validation Dice %.4f at iteration %d -> %s", cfg.fold, loop.best, loop.best_iteration,
              loop.best_path)

@@ -120,7 +120,8 @@ def run_search(cfg) -> Path:
         peak, ran, seconds = peak_memory_mb(device), loop.iterations_run, loop.seconds
         write_json(run_dir / layout.SUMMARY, {
             "iterations": cfg.iters, "iterations_this_run": ran, "seconds_this_run": round(seconds, 3),
-            "seconds_per_iteration": round(seconds / ran, 5) if ran else None, **peak,
+            "seconds_per_iteration": round(seconds / ran, 5) if ran else None, **peak, "processes": d.world_size,
+            "replica_digests": loop.replica_digests,
             "mem_budget": cfg.mem, "mem_ratio": final.mem_ratio, "mem_ratio_expected": final.mem_ratio_expected,
             "val_dice": loop.history[-1]["val_dice"] if loop.history else None, "mode": "one-shot" if cfg.use_max else
             f"sampling {cfg.path_num} paths every {cfg.path_iters} iteration(s)"})

@@ -83,13 +83,17 @@ def infer_test(net, ctx, cfg) -> Path:
     if not task.test:
         raise DataError(f"{task.root / 'dataset.json'}: 'test' lists no images")
     transform, infer = infer_transforms(DataSettings.from_options(cfg)), InferSettings.from_options(cfg)
-    for i, case in enumerate(task.test):
-        if i % d.world_size != d.rank:
-            continue
-        probs, affine = predict_case(net, case["image"], transform, infer, ctx.device)
-        save_probs(out / f"{case['id']}.npz", probs, affine, case["image"])  # each rank writes its own cases
-        ctx.logger.info("%s: probabilities %s -> %s", case["id"], tuple(probs.shape), out / f"{case['id']}.npz")
-    dist.barrier()
+    for start in range(0, len(task.test), d.world_size):  # one case per rank per round; rank 0 writes them all
+        i = start + d.rank
+        mine = None
+        if i < len(task.test):
+            mine = (task.test[i], *predict_case(net, task.test[i]["image"], transform, infer, ctx.device))
+        gathered = dist.gather_objects(mine)
+        for item in gathered if d.is_main else []:
+            if item is not None:
+                case, probs, affine = item
+                save_probs(out / f"{case['id']}.npz", probs, affine, case["image"])
+                ctx.logger.info("%s: probabilities %s -> %s", case["id"], tuple(probs.shape), out / f"{case['id']}.npz")
     if d.is_main:
         write_json(out / "summary.json", {"fold": cfg.fold, "checkpoint": str(checkpoint_path(cfg)), "tta": bool(cfg.tta),
                                           "cases": [c["id"] for c in task.test]})

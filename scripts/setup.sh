@@ -4,13 +4,17 @@
 #
 #   bash scripts/setup.sh [--with-horovod]
 #
-# Environment: VENV (default .venv), PYTHON (default python3), HOROVOD_WHEEL_DIR (default ~/.cache/dints-wheels).
+# Environment: VENV (default .venv), PYTHON (default python3), HOROVOD_WHEEL_DIR (default ~/.cache/dints-wheels),
+# TORCH_INDEX_URL (a PyTorch wheel index, e.g. https://download.pytorch.org/whl/cu128, for the CUDA build of the
+# pinned torch), HOROVOD_GPU_OPERATIONS (NCCL: build Horovod for GPUs too; needs the CUDA toolkit and NCCL headers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV=${VENV:-$ROOT/.venv}
 PYTHON=${PYTHON:-python3}
 WHEELS=${HOROVOD_WHEEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dints-wheels}
+GPU_OPS=${HOROVOD_GPU_OPERATIONS:-}
+if [ -n "$GPU_OPS" ]; then WHEELS="$WHEELS/$(echo "$GPU_OPS" | tr '[:upper:]' '[:lower:]')"; fi
 WITH_HOROVOD=0
 for arg in "$@"; do
   case "$arg" in
@@ -43,6 +47,11 @@ PY="$VENV/bin/python"
 stamp="$VENV/.requirements.sha256"
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    torch_pin=$(grep -E '^torch==' requirements.txt)
+    log "installing $torch_pin from $TORCH_INDEX_URL"
+    "$PY" -m pip install -q --disable-pip-version-check --index-url "$TORCH_INDEX_URL" "$torch_pin"
+  fi
   log "installing requirements.txt"
   "$PY" -m pip install -q --disable-pip-version-check -r requirements.txt
   echo "$want" > "$stamp"
@@ -51,7 +60,8 @@ else
 fi
 
 # 3. Horovod 0.28.1 for PyTorch with Gloo, built from the sdist with C++17 (its CMakeLists ask for C++14,
-#    which torch 2.x headers reject), after torch, without build isolation. A built wheel is reused.
+#    which torch 2.x headers reject), after torch, without build isolation. A built wheel is reused. An exported
+#    HOROVOD_GPU_OPERATIONS=NCCL reaches the build (and keeps its wheel apart from the CPU one).
 if [ "$WITH_HOROVOD" = 1 ]; then
   if "$PY" -c "import horovod.torch" >/dev/null 2>&1; then
     log "horovod already installed"
@@ -59,7 +69,7 @@ if [ "$WITH_HOROVOD" = 1 ]; then
     mkdir -p "$WHEELS"
     wheel=$(ls "$WHEELS"/horovod-0.28.1-*.whl 2>/dev/null | head -n 1 || true)
     if [ -z "$wheel" ]; then
-      log "building horovod 0.28.1 (about 5 minutes)"
+      log "building horovod 0.28.1${GPU_OPS:+ with $GPU_OPS} (about 5 minutes)"
       command -v cmake >/dev/null 2>&1 || "$PY" -m pip install -q cmake
       build=$(mktemp -d)
       trap 'rm -rf "$build"' EXIT

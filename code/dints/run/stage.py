@@ -93,9 +93,13 @@ def prepare(task: Task, run_dir: Path, log_name: str, *, work_root: str, fold: i
     logger.info("task %s: %d training cases, %d test images, %d channel(s), %d classes",
                 task.name, len(task.training), len(task.test), task.in_channels, task.num_classes)
     tdir = layout.task_dir(work_root, task.name)
-    check_headers(task)
-    check_labels(task, tdir / "labels_checked.json", progress=d.is_main, write_stamp=d.is_main)
-    folds = load_or_create_splits(tdir / "splits.json", task.case_ids, num_folds, seed, task.name)
+
+    def check_and_split() -> list[dict]:  # on rank 0, which alone writes the label stamp and splits.json
+        check_headers(task)
+        check_labels(task, tdir / "labels_checked.json", progress=True)
+        return load_or_create_splits(tdir / "splits.json", task.case_ids, num_folds, seed, task.name)
+
+    folds = dist.on_main(check_and_split)
     if d.is_main:
         write_json(run_dir / f"config_{stage}.json", {"config": record, "environment": environment()})
     dist.barrier()

@@ -102,6 +102,7 @@ class RunLoop:
         self.latest, self.best_path = self.run_dir / "latest.pt", self.run_dir / "best.pt"
         self.start, self.history, self.best, self.best_iteration = 0, [], -1.0, -1
         self.seconds, self.iterations_run = 0.0, 0
+        self.replica_digests: list[str] = []
 
     def resume(self, mode: str, keys: list[str]) -> dict[str, Any] | None:
         """Load ``latest.pt`` following ``--resume``; restore the objects, RNG states, position, history and best.
@@ -113,7 +114,9 @@ class RunLoop:
         Returns:
             The checkpoint, for the stage to restore anything else from; None when starting afresh.
         """
-        state = checkpoint.load_for_resume(self.latest, mode, self.config, keys, self.log)
+        # Rank 0 reads the file and hands it to the others: every rank resumes from the same state, even where the
+        # other nodes cannot see rank 0's disk.
+        state = dist.on_main(lambda: checkpoint.load_for_resume(self.latest, mode, self.config, keys, self.log))
         if state is None:
             return None
         for key, obj in self.objects.items():
@@ -178,6 +181,10 @@ class RunLoop:
         if writer is not None:
             writer.close()
         self.seconds, self.iterations_run = time.perf_counter() - t0, s.iters - self.start
+        if "model" in self.objects:  # every replica must have taken the same steps
+            self.replica_digests = dist.replica_digests(self.objects["model"])
+            if len(set(self.replica_digests)) > 1:
+                self.log.warning("the processes' models differ after training: %s", self.replica_digests)
 
     def _validate(self, done: int, validate: Callable[[int], Validation], extra, writer) -> None:
         res = validate(done)

