@@ -87,6 +87,7 @@ def prepare(task: Task, run_dir: Path, log_name: str, *, work_root: str, fold: i
         UserError: bad data, in one line naming the file.
     """
     d = dist.info()
+    dev = resolve_device(device)  # first: NCCL's collectives below need each rank on its own GPU
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     logger = setup_logging(run_dir / log_name if d.is_main else None)
@@ -103,7 +104,7 @@ def prepare(task: Task, run_dir: Path, log_name: str, *, work_root: str, fold: i
     if d.is_main:
         write_json(run_dir / f"config_{stage}.json", {"config": record, "environment": environment()})
     dist.barrier()
-    return StageContext(task, folds[fold]["train"], folds[fold]["val"], run_dir, resolve_device(device), logger)
+    return StageContext(task, folds[fold]["train"], folds[fold]["val"], run_dir, dev, logger)
 
 
 def check_patch(patch_size: Sequence[int], levels: int, use_downsample: bool, option: str,
