@@ -76,7 +76,12 @@ launch() {  # launch SCRIPT ARGS... : one process, or NGPU per node under horovo
     horovod)
       local hvd
       hvd=$(horovodrun_path)
-      if [ -z "$hvd" ]; then echo "LAUNCHER=horovod: horovodrun is not installed (bash scripts/setup.sh --with-horovod)" >&2; return 2; fi
+      if [ -z "$hvd" ] && [ "$PYTHON" = "$VENV/bin/python" ]; then  # the project's environment: add Horovod to it
+        echo "[launch] Horovod is not installed in $VENV: bash scripts/setup.sh --with-horovod" >&2
+        VENV=$VENV bash "$REPO_DIR/scripts/setup.sh" --with-horovod >&2 || return 2
+        hvd=$(horovodrun_path)
+      fi
+      if [ -z "$hvd" ]; then echo "LAUNCHER=horovod: horovodrun is not installed beside $PYTHON" >&2; return 2; fi
       if [ -n "$HOSTS" ]; then
         "$hvd" -np "$(hosts_slots)" -H "$HOSTS" "$PYTHON" "$script" "$@"
       else
