@@ -52,32 +52,45 @@ horovodrun_path() {  # the horovodrun beside PYTHON, else the one on PATH, else 
   if [ -x "$dir/horovodrun" ]; then echo "$dir/horovodrun"; else command -v horovodrun || true; fi
 }
 
-launcher() {  # launcher -> none, horovod or torch: how launch runs the stages
+launcher() {  # launcher -> none, horovod or torch: how launch runs the stages (or an error on stderr, status 2)
   local np=$((NGPU * NNODES))
-  if [ -n "$HOSTS" ] && [ "$LAUNCHER" != torch ]; then np=$(hosts_slots); fi
+  case $LAUNCHER in auto|horovod|torch|none) ;; *) echo "LAUNCHER=$LAUNCHER: expected auto, horovod, torch or none" >&2; return 2 ;; esac
+  if [ -n "$HOSTS" ] && [ "$LAUNCHER" != torch ]; then np=$(hosts_slots) || return 2; fi
   if [ "$np" -le 1 ] || [ "$LAUNCHER" = none ]; then echo none
-  elif [ "$LAUNCHER" = horovod ] || { [ "$LAUNCHER" = auto ] && [ -z "$RDZV_ENDPOINT" ] && [ -n "$(horovodrun_path)" ]; }
-  then echo horovod
+  elif [ "$LAUNCHER" = horovod ] || { [ "$LAUNCHER" = auto ] && [ -z "$RDZV_ENDPOINT" ] && [ -n "$(horovodrun_path)" ] \
+      && { [ "$NNODES" -le 1 ] || [ -n "$HOSTS" ]; }; }; then
+    if [ "$NNODES" -gt 1 ] && [ -z "$HOSTS" ]; then
+      echo "NNODES=$NNODES with Horovod: set HOSTS=node1:$NGPU,node2:$NGPU,... and run main.sh on one node" >&2; return 2
+    fi
+    echo horovod
   else echo torch
   fi
 }
 
 hosts_slots() {  # hosts_slots -> the number of processes HOSTS asks for (node1:8,node2:8 -> 16)
   local total=0 h
-  for h in ${HOSTS//,/ }; do total=$((total + ${h##*:})); done
+  for h in ${HOSTS//,/ }; do
+    if ! [[ $h =~ ^[^:]+:[0-9]+$ ]]; then echo "HOSTS: '$h' is not host:slots (e.g. node1:8,node2:8)" >&2; return 2; fi
+    total=$((total + ${h##*:}))
+  done
   echo "$total"
 }
 
 launch() {  # launch SCRIPT ARGS... : one process, or NGPU per node under horovodrun or torchrun
   local script=$CODE_DIR/$1
   shift
-  case $(launcher) in
+  local how
+  how=$(launcher) || return 2
+  case $how in
     none) "$PYTHON" "$script" "$@" ;;
     horovod)
       local hvd
       hvd=$(horovodrun_path)
       if [ -z "$hvd" ] && [ "$PYTHON" = "$VENV/bin/python" ]; then  # the project's environment: add Horovod to it
         echo "[launch] Horovod is not installed in $VENV: bash scripts/setup.sh --with-horovod" >&2
+        if [ -z "${HOROVOD_GPU_OPERATIONS:-}" ] && command -v nvidia-smi >/dev/null 2>&1; then
+          export HOROVOD_GPU_OPERATIONS=NCCL  # a GPU node: Horovod's collectives on CUDA tensors need NCCL
+        fi
         VENV=$VENV bash "$REPO_DIR/scripts/setup.sh" --with-horovod >&2 || return 2
         hvd=$(horovodrun_path)
       fi

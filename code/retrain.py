@@ -43,8 +43,9 @@ def arch_path(cfg) -> Path:
 
 def run_retrain(cfg) -> Path:
     """Train (or resume) fold ``cfg.fold``; returns the run folder holding ``best.pt``."""
-    arch = read_arch(arch_path(cfg))  # before any output is written: a missing architecture changes nothing
     d = init_processes(cfg.device)
+    # Rank 0 reads the architecture (other nodes may not see its disk), before anything is written.
+    arch = dist.on_main(lambda: read_arch(arch_path(cfg)))
     cfg, task = resolve_task(cfg)
     check_patch(cfg.patch_size, arch.num_depths, arch.use_downsample, where(cfg, "patch_size"))
     out = layout.retrain_dir(layout.search_dir(cfg.work_root, cfg.task, cfg.mem), cfg.fold)

@@ -25,13 +25,14 @@ import torch
 from config import load_config, resolve_task, to_dict
 from dints.data.transforms import infer_transforms
 from dints.errors import DataError, cli_main
-from dints.evaluate.inference import original_grid, predict_case, save_probs
+from dints.evaluate.inference import original_grid, predict_case, save_labels, save_probs
 from dints.evaluate.metrics import case_metrics, summarise
 from dints.evaluate.resample import resample_probabilities
 from dints.io import write_csv, write_json
 from dints.run import dist, layout
 from dints.run.settings import DataSettings, InferSettings
 from dints.run.stage import init_processes, prepare
+from dints.train.checkpoint import load as load_checkpoint
 from dints.train.modelfile import load_trained
 
 
@@ -52,17 +53,24 @@ def evaluate_validation(net, ctx, cfg) -> Path:
     transform, infer = infer_transforms(DataSettings.from_options(cfg)), InferSettings.from_options(cfg)
     ids = ctx.val_ids
     mine = {}
-    for i, cid in enumerate(ids):
-        if i % d.world_size != d.rank:
-            continue
-        case = task.case(cid)
-        probs, affine = predict_case(net, case["image"], transform, infer, ctx.device)
-        orig_affine, shape, spacing = original_grid(case["label"])
-        pred = resample_probabilities(probs, affine, orig_affine, shape).argmax(0)
-        ref = np.asarray(nib.load(str(case["label"])).dataobj).astype(np.int64)
-        m = case_metrics(pred, ref.reshape(shape), task.num_classes, spacing)
-        mine[i] = m["dice"] + m["hd95"]
-        ctx.logger.info("%s: Dice %s", cid, [None if math.isnan(v) else round(v, 4) for v in m["dice"]])
+    for start in range(0, len(ids), d.world_size):  # one case per rank per round
+        i, saved = start + d.rank, None
+        if i < len(ids):
+            case = task.case(ids[i])
+            probs, affine = predict_case(net, case["image"], transform, infer, ctx.device)
+            orig_affine, shape, spacing = original_grid(case["label"])
+            pred = resample_probabilities(probs, affine, orig_affine, shape).argmax(0)
+            ref = np.asarray(nib.load(str(case["label"])).dataobj).astype(np.int64)
+            m = case_metrics(pred, ref.reshape(shape), task.num_classes, spacing)
+            mine[i] = m["dice"] + m["hd95"]
+            ctx.logger.info("%s: Dice %s", ids[i], [None if math.isnan(v) else round(v, 4) for v in m["dice"]])
+            saved = (case, pred.astype(np.uint8), probs.astype(np.float16), affine, orig_affine) if cfg.save_val else None
+        if cfg.save_val:  # rank 0 writes every rank's case of this round
+            for item in dist.gather_to_main(saved) or []:
+                if item is not None:
+                    case, pred, probs, affine, orig_affine = item
+                    save_labels(out / f"{case['id']}.nii.gz", pred, orig_affine)
+                    save_probs(out / f"{case['id']}.npz", probs, affine, case["image"])
     k = task.num_classes - 1
     table = dist.gather_rows(mine, len(ids), 2 * k).tolist()  # every rank's cases, in case order
     rows = [{"case": cid, "dice": r[:k], "hd95": r[k:]} for cid, r in zip(ids, table)]
@@ -87,9 +95,9 @@ def infer_test(net, ctx, cfg) -> Path:
         i = start + d.rank
         mine = None
         if i < len(task.test):
-            mine = (task.test[i], *predict_case(net, task.test[i]["image"], transform, infer, ctx.device))
-        gathered = dist.gather_objects(mine)
-        for item in gathered if d.is_main else []:
+            probs, affine = predict_case(net, task.test[i]["image"], transform, infer, ctx.device)
+            mine = (task.test[i], probs.astype(np.float16), affine)  # float16: what the file stores anyway
+        for item in dist.gather_to_main(mine) or []:
             if item is not None:
                 case, probs, affine = item
                 save_probs(out / f"{case['id']}.npz", probs, affine, case["image"])
@@ -103,9 +111,9 @@ def infer_test(net, ctx, cfg) -> Path:
 def run_test(cfg) -> Path:
     """Stage 3 (``--split val``) or stage 4 (``--split test``) for fold ``cfg.fold``; returns the output folder."""
     ckpt = checkpoint_path(cfg)
-    device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
-    net, state = load_trained(ckpt, device)  # first: a missing model changes nothing on disk
     init_processes(cfg.device)
+    # Rank 0 reads the model (other nodes may not see its disk), before anything is written.
+    net, state = load_trained(ckpt, torch.device("cpu"), state=dist.on_main(lambda: load_checkpoint(ckpt)))
     cfg, task = resolve_task(cfg)
     for key in ("in_channels", "num_classes"):
         if state[key] != getattr(cfg, key):
@@ -116,9 +124,9 @@ def run_test(cfg) -> Path:
     net = net.to(ctx.device)
     ctx.logger.info("model %s (iteration %d, validation Dice %.4f during retraining)", ckpt, state["iteration"],
                     state["best_dice"])
-    if cfg.split == "val":
-        return evaluate_validation(net, ctx, cfg)
-    return infer_test(net, ctx, cfg)
+    out = evaluate_validation(net, ctx, cfg) if cfg.split == "val" else infer_test(net, ctx, cfg)
+    dist.barrier()  # every rank leaves together, after rank 0's writes
+    return out
 
 
 def main(argv: list[str] | None = None) -> Path:

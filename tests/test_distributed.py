@@ -134,6 +134,18 @@ def test_two_processes_times_batch_one_step_like_one_process_times_batch_two(lau
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_a_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(launcher, tmp_path):
+    # Rank 1's first loss is NaN, rank 0's is finite: both must skip that step (one process skips it too) and take
+    # the next together. A rank deciding alone would leave its allreduce unmatched and mix steps or hang.
+    _run([sys.executable, str(WORKER), "step", str(tmp_path / "one.pt"), "nan"])
+    _run(_launch(launcher, 2, str(WORKER), "step", str(tmp_path / "two.pt"), "nan"), timeout=300)
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_sharded_validation_equals_one_process(launcher, demo_root, tmp_path):
     _run([sys.executable, str(WORKER), "validate", str(tmp_path / "one.json"), str(demo_root), str(tmp_path / "w")])
     _run(_launch(launcher, 2, str(WORKER), "validate", str(tmp_path / "two.json"), str(demo_root), str(tmp_path / "w")))

@@ -12,8 +12,10 @@ slower than one process. torchrun sets ``OMP_NUM_THREADS=1`` itself.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Callable
 
 
@@ -75,7 +77,11 @@ def init(device_type: str = "cpu") -> DistInfo:
         import torch.distributed as td
 
         if not td.is_initialized():
-            td.init_process_group("nccl" if device_type == "cuda" else "gloo")
+            # Long enough for rank 0's one-off work while the others wait (checking every label of a large task on
+            # a first run); a rank that dies is noticed at once all the same (its sockets close).
+            minutes = float(os.environ.get("DINTS_TIMEOUT_MINUTES", 60))
+            td.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timedelta(minutes=minutes))
+            atexit.register(_destroy)  # an orderly shutdown: Gloo's threads abort the process when left running
         _INFO = DistInfo("torch", td.get_rank(), td.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
         local_size = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     else:
@@ -87,6 +93,13 @@ def init(device_type: str = "cpu") -> DistInfo:
 
             torch.set_num_threads(threads)
     return _INFO
+
+
+def _destroy() -> None:
+    import torch.distributed as td
+
+    if td.is_initialized():
+        td.destroy_process_group()
 
 
 def info() -> DistInfo:
@@ -107,22 +120,27 @@ def barrier() -> None:
         td.barrier()
 
 
-def average_gradients(params) -> None:
-    """Average the gradients of ``params`` over all ranks in one flat allreduce (no-op for one process).
+def average_gradients(params, finite: bool = True) -> bool:
+    """Average the gradients of ``params`` over all ranks in one flat allreduce, and agree on whether to step.
 
     A parameter without a gradient on this rank (an unsampled path) contributes zeros; one that has none on any
     rank keeps none, so the optimiser skips it as a single process would (no weight decay or momentum step on it).
+    Every rank joins the allreduce even when its own loss was not finite (``finite`` False, no backward): the ranks'
+    collectives stay in step, and all of them skip the step together.
+
+    Returns:
+        Whether the loss was finite on every rank (for one process: ``finite``).
     """
     d = info()
     if d.world_size == 1:
-        return
+        return finite
     import torch
 
     params = [p for p in params if p.requires_grad]
-    if not params:
-        return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    has = torch.tensor([float(p.grad is not None) for p in params], dtype=grads[0].dtype, device=grads[0].device)
+    ref = params[0] if params else torch.zeros(())
+    has = torch.tensor([float(p.grad is not None) for p in params] + [float(not finite)], dtype=ref.dtype,
+                       device=ref.device)
     flat = torch.cat([g.reshape(-1) for g in grads] + [has])
     if d.backend == "horovod":
         import horovod.torch as hvd
@@ -133,12 +151,15 @@ def average_gradients(params) -> None:
 
         td.all_reduce(flat)
     flat /= d.world_size
-    had = flat[-len(params):] > 0
+    if float(flat[-1]) > 0:  # some rank's loss was not finite: nobody steps
+        return False
+    had = flat[-1 - len(params):-1] > 0
     offset = 0
     for p, any_grad in zip(params, had.tolist()):
         n = p.numel()
         p.grad = flat[offset : offset + n].view_as(p).clone() if any_grad else None
         offset += n
+    return True
 
 
 def broadcast_parameters(module) -> None:
@@ -213,6 +234,22 @@ def broadcast_object(obj: Any, root: int = 0) -> Any:
     return box[0]
 
 
+def gather_to_main(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj`` in rank order on rank 0 (None on the others); ``[obj]`` for one process. Horovod has no
+    gather, so there every rank receives them."""
+    d = info()
+    if d.world_size == 1:
+        return [obj]
+    if d.backend == "horovod":
+        everything = gather_objects(obj)
+        return everything if d.is_main else None
+    import torch.distributed as td
+
+    out: list[Any] | None = [None] * d.world_size if d.is_main else None
+    td.gather_object(obj, out, dst=0)
+    return out
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """Every rank's ``obj`` in rank order, on every rank (``[obj]`` for one process)."""
     d = info()
@@ -230,19 +267,25 @@ def gather_objects(obj: Any) -> list[Any]:
 
 
 def on_main(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on rank 0 and give its result to every rank; a :class:`~dints.errors.UserError` it raises is
-    raised on every rank (so no rank is left waiting for the others)."""
-    from dints.errors import UserError
-
+    """Run ``fn`` on rank 0 and give its result to every rank. An exception it raises is raised on every rank (so
+    no rank is left waiting for the others); rank 0 keeps the original with its traceback."""
+    d = info()
+    if d.world_size == 1:
+        return fn()
     result, error = None, None
-    if info().is_main:
+    if d.is_main:
         try:
             result = fn()
-        except UserError as exc:
+        except Exception as exc:
             error = exc
-    result, error = broadcast_object((result, error))
+    try:
+        result, shared = broadcast_object((result, error))
+    except Exception:  # an exception that cannot be pickled: pass its words
+        result, shared = broadcast_object((None, RuntimeError(f"rank 0: {error!r}") if error else None))
     if error is not None:
         raise error
+    if shared is not None:
+        raise shared
     return result
 
 

@@ -38,8 +38,14 @@ def build_network(arch: Arch, in_channels: int, num_classes: int, channel_mul: f
     return DiscreteNet(arch, in_channels, num_classes, channel_mul)
 
 
-def load_trained(path: str | Path, device: torch.device) -> tuple[DiscreteNet, dict[str, Any]]:
+def load_trained(path: str | Path, device: torch.device,
+                 state: dict[str, Any] | None = None) -> tuple[DiscreteNet, dict[str, Any]]:
     """A retrained network from its checkpoint (which carries its architecture and channel multiplier).
+
+    Args:
+        path: the checkpoint (read unless ``state`` is given; named in errors).
+        device: where the network goes.
+        state: the checkpoint's contents, already read.
 
     Returns:
         ``(network in eval mode on device, checkpoint dict)``.
@@ -47,7 +53,7 @@ def load_trained(path: str | Path, device: torch.device) -> tuple[DiscreteNet, d
     Raises:
         UserError: missing, unreadable or foreign checkpoint.
     """
-    state = checkpoint.load(path)
+    state = checkpoint.load(path) if state is None else state
     if state.get("kind") != "retrain":
         raise UserError(f"{path} is not a retrained-model checkpoint (written by retrain.py)")
     arch = Arch.from_dict(state["arch"], source=str(path))

@@ -11,7 +11,8 @@ def optimise(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.G
              grad_clip: float) -> bool:
     """Backward, average gradients over processes, unscale, clip, step, zero.
 
-    A non-finite loss skips the step (returns False) and leaves the parameters untouched.
+    A non-finite loss skips the step (returns False) and leaves the parameters untouched; with several processes, a
+    non-finite loss on any rank skips the step on every rank.
 
     Args:
         loss: scalar loss.
@@ -23,11 +24,12 @@ def optimise(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.G
     Returns:
         Whether a step was taken.
     """
-    if not torch.isfinite(loss):
+    finite = bool(torch.isfinite(loss))
+    if finite:
+        scaler.scale(loss).backward()
+    if not dist.average_gradients(params, finite):  # every rank decides together: their collectives stay in step
         opt.zero_grad(set_to_none=True)
         return False
-    scaler.scale(loss).backward()
-    dist.average_gradients(params)
     scaler.unscale_(opt)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
