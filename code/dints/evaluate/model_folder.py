@@ -1,0 +1,240 @@
+"""A self-contained model folder: everything prediction needs, with no ``data/`` or ``work/`` beside it.
+
+    <model>/model.json         task, labels, channels, preprocessing, sliding window, folds, versions, provenance
+    <model>/arch.json          the architecture
+    <model>/fold<k>.pt         each fold's weights (a state dict)
+    <model>/fold<k>.ts         with --torchscript: each fold's network traced by TorchScript (``torch.jit.load``)
+    <model>/fold<k>.pt2        with --torchscript: the same as a ``torch.export`` program (``torch.export.load``;
+                               dynamic batch and sides), the route into TensorRT and ONNX tooling now that
+                               torch.jit is deprecated
+    <model>/postprocessing.json  the classes whose largest connected component is kept (when chosen)
+    <model>/MANIFEST.sha256    a checksum of every other file (``sha256sum -c`` format)
+
+:func:`export_model` writes it (and a ``.zip`` of it) from a run's retrained folds; :class:`ModelFolder` reads it
+back, refusing a folder whose files do not match their checksums.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dints.data.msd import Task
+from dints.errors import UserError
+from dints.io import atomic_write, save_torch, write_json
+from dints.run.settings import DataSettings, InferSettings
+from dints.space.archfile import Arch, load_arch, save_arch
+from dints.space.network import DiscreteNet
+from dints.train import checkpoint
+
+FORMAT = 1
+MANIFEST = "MANIFEST.sha256"
+#: The options of a retraining run that prediction repeats (preprocessing and sliding window).
+PREPROCESSING_KEYS = ("spacing", "intensity", "ct_window", "patch_size")
+INFERENCE_KEYS = ("sw_overlap", "sw_batch_size")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def trace_network(net: DiscreteNet, patch_size: tuple[int, ...]) -> torch.jit.ScriptModule:
+    """TorchScript of a discrete network, traced on a batch of two patches (the plain convolution path, so the
+    trace also runs on a GPU). The architecture has no data-dependent control flow, so the trace holds for any input
+    whose sides are divisible by ``2**(levels + 1)``."""
+    net = net.eval()
+    x = torch.zeros(2, net.in_channels, *patch_size)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the input checks become constants, as intended
+        return torch.jit.trace(net, x, check_trace=False)
+
+
+def export_program(net: DiscreteNet, patch_size: tuple[int, ...]) -> torch.export.ExportedProgram:
+    """The network as a ``torch.export`` program with dynamic batch and sides, exported on a batch of two patches
+    (the plain convolution path)."""
+    from torch.export import Dim, export
+
+    net = net.eval()
+    x = torch.zeros(2, net.in_channels, *patch_size)
+    with torch.no_grad():
+        return export(net, (x,), dynamic_shapes={"x": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO, 4: Dim.AUTO}})
+
+
+def export_model(checkpoints: dict[int, Path], task: Task, out: Path, postprocessing: dict | None = None,
+                 torchscript: bool = False, source: str = "") -> Path:
+    """Write a model folder from each fold's retraining checkpoint (``best.pt``), and ``<out>.zip``.
+
+    Args:
+        checkpoints: fold -> checkpoint written by ``retrain.py``.
+        task: the task the model was trained on (labels and modalities are recorded).
+        out: the folder to write (replaced when it exists).
+        postprocessing: ``{"largest_component": [classes]}`` chosen on the validation folds, if any.
+        torchscript: also write each fold's traced network.
+        source: where the model came from (recorded).
+
+    Returns:
+        The zip file.
+
+    Raises:
+        UserError: no checkpoint, or folds trained with different architectures or preprocessing.
+    """
+    if not checkpoints:
+        raise UserError("no retrained fold to export (run stage 2 first)")
+    states = {k: checkpoint.load(p) for k, p in sorted(checkpoints.items())}
+    first_fold, first = next(iter(states.items()))
+    for k, s in states.items():
+        if s.get("kind") != "retrain":
+            raise UserError(f"{checkpoints[k]} is not a retrained-model checkpoint (written by retrain.py)")
+        for key in ("arch", "in_channels", "num_classes", "channel_mul"):
+            if s[key] != first[key]:
+                raise UserError(f"{checkpoints[k]}: {key} differs from fold {first_fold}'s; export folds of one run")
+        for key in PREPROCESSING_KEYS:
+            if s["config"].get(key) != first["config"].get(key):
+                raise UserError(f"{checkpoints[k]}: --{key} differs from fold {first_fold}'s; export folds of one run")
+    cfg = first["config"]
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    arch = Arch.from_dict(first["arch"], source=str(checkpoints[first_fold]))
+    save_arch(arch, tmp / "arch.json")
+    for k, s in states.items():
+        save_torch(tmp / f"fold{k}.pt", s["model"])
+        if torchscript:
+            net = DiscreteNet(arch, s["in_channels"], s["num_classes"], s["channel_mul"])
+            net.load_state_dict(s["model"])
+            trace_network(net, tuple(cfg["patch_size"])).save(str(tmp / f"fold{k}.ts"))
+            torch.export.save(export_program(net, tuple(cfg["patch_size"])), str(tmp / f"fold{k}.pt2"))
+    if postprocessing:
+        write_json(tmp / "postprocessing.json", postprocessing)
+    import monai
+
+    meta = {
+        "format": FORMAT,
+        "task": task.name,
+        "labels": {str(k): v for k, v in task.labels.items()},
+        "modality": {str(k): v for k, v in task.modality.items()},
+        "in_channels": first["in_channels"],
+        "num_classes": first["num_classes"],
+        "channel_mul": first["channel_mul"],
+        "folds": sorted(states),
+        "preprocessing": {k: cfg.get(k) for k in PREPROCESSING_KEYS},
+        "inference": {k: cfg.get(k) for k in INFERENCE_KEYS},
+        "best_dice": {str(k): s.get("best_dice") for k, s in states.items()},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__},
+        "source": source,
+        "torchscript": torchscript,
+    }
+    write_json(tmp / "model.json", meta)
+    lines = [f"{_sha256(p)}  {p.name}\n" for p in sorted(tmp.iterdir()) if p.name != MANIFEST]
+    atomic_write(tmp / MANIFEST, lambda t: Path(t).write_text("".join(lines)))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    zip_path = out.with_name(out.name + ".zip")
+
+    def write_zip(t: str) -> None:
+        with zipfile.ZipFile(t, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in sorted(out.iterdir()):
+                z.write(p, f"{out.name}/{p.name}")
+
+    return atomic_write(zip_path, write_zip)
+
+
+@dataclass
+class ModelFolder:
+    """A model folder read back and verified.
+
+    Attributes:
+        root: the folder.
+        meta: ``model.json``.
+        arch: the architecture.
+        largest_component: classes whose largest connected component prediction keeps (empty: none).
+    """
+
+    root: Path
+    meta: dict[str, Any]
+    arch: Arch
+    largest_component: list[int]
+
+    @classmethod
+    def open(cls, path: str | Path) -> ModelFolder:
+        """Read a model folder, or a ``.zip`` of one (extracted beside it), and check every file's checksum.
+
+        Raises:
+            UserError: not a model folder, a missing or changed file, or an unknown format.
+        """
+        root = Path(path)
+        if root.suffix == ".zip" and root.is_file():
+            root = _extract(root)
+        manifest = root / MANIFEST
+        if not (root / "model.json").is_file() or not manifest.is_file():
+            raise UserError(f"--model {path}: not a model folder (no model.json and {MANIFEST}; "
+                            "scripts/export_model.py writes one)")
+        for line in manifest.read_text().splitlines():
+            digest, name = line.split(None, 1)
+            f = root / name.strip()
+            if not f.is_file():
+                raise UserError(f"{root}: {name.strip()} is listed in {MANIFEST} but missing")
+            if _sha256(f) != digest:
+                raise UserError(f"{f}: its checksum differs from {MANIFEST} (a damaged or edited file)")
+        meta = json.loads((root / "model.json").read_text())
+        if meta.get("format") != FORMAT:
+            raise UserError(f"{root / 'model.json'}: format {meta.get('format')} is not {FORMAT}")
+        post = root / "postprocessing.json"
+        lcc = json.loads(post.read_text()).get("largest_component", []) if post.is_file() else []
+        return cls(root, meta, load_arch(root / "arch.json"), [int(c) for c in lcc])
+
+    def data_settings(self) -> DataSettings:
+        """The preprocessing the folds were trained with (the loader fields are unused by prediction)."""
+        p = self.meta["preprocessing"]
+        return DataSettings(task=self.meta["task"], work_root="", spacing=None if p["spacing"] is None else
+                            tuple(p["spacing"]), intensity=p["intensity"], ct_window=tuple(p["ct_window"]),
+                            patch_size=tuple(p["patch_size"]), batch_size=1, num_samples=1, cache="none",
+                            cache_rate=1.0, num_workers=0, seed=0, in_channels=self.meta["in_channels"],
+                            num_classes=self.meta["num_classes"])
+
+    def infer_settings(self, tta: bool, amp: bool = True) -> InferSettings:
+        """The sliding window the folds were validated with."""
+        i = self.meta["inference"]
+        return InferSettings(patch_size=tuple(self.meta["preprocessing"]["patch_size"]), sw_batch_size=i["sw_batch_size"],
+                             sw_overlap=i["sw_overlap"], tta=tta, amp=amp)
+
+    def networks(self, folds: list[int] | None, device: torch.device) -> dict[int, DiscreteNet]:
+        """The folds' networks in eval mode on ``device`` (all folds by default).
+
+        Raises:
+            UserError: a fold the folder does not hold.
+        """
+        folds = self.meta["folds"] if folds is None else folds
+        missing = sorted(set(folds) - set(self.meta["folds"]))
+        if missing:
+            raise UserError(f"--folds: the model holds folds {self.meta['folds']}, not {missing}")
+        out = {}
+        for k in folds:
+            net = DiscreteNet(self.arch, self.meta["in_channels"], self.meta["num_classes"], self.meta["channel_mul"])
+            net.load_state_dict(torch.load(self.root / f"fold{k}.pt", map_location="cpu", weights_only=True))
+            out[k] = net.to(device).eval()
+        return out
+
+
+def _extract(zip_path: Path) -> Path:
+    with zipfile.ZipFile(zip_path) as z:
+        names = {n.split("/", 1)[0] for n in z.namelist()}
+        if len(names) != 1:
+            raise UserError(f"{zip_path}: expected one model folder inside, found {sorted(names)}")
+        target = zip_path.parent / names.pop()
+        if not target.is_dir():
+            z.extractall(zip_path.parent)
+    return target

@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""Segment any NIfTI images with a model folder (``scripts/export_model.py`` writes one): the fold ensemble, on each
+image's own grid.
+
+    python code/predict.py --model work/model --input new_scans/ --output labels/
+    python code/predict.py --model model.zip --input a.nii.gz b.nii.gz --output labels/ --folds 0 1 --tta 1 --save_probs
+
+For every input image (3-D, or 4-D with channels last; any orientation and spacing) it writes
+``<output>/<image file name>``: a uint8 label map on the image's grid with the image's header, after the model's
+chosen post-processing. ``--save_probs`` adds ``<case>.npz`` with the class probabilities on that grid. Images
+whose output exists are skipped, so an interrupted run continues where it stopped. Under ``horovodrun`` or
+``torchrun`` the images are shared among the processes and rank 0 writes. The numbers follow stages 4-6 exactly
+(each fold's probabilities rounded to float16 as stage 4 stores them, averaged, resampled, argmax), so a model
+folder predicts the same labels as the run it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from dints.data.msd import NIFTI_SUFFIXES, case_id
+from dints.data.transforms import infer_transforms
+from dints.errors import DataError, UserError, cli_main
+from dints.evaluate.fusion import fuse_probabilities
+from dints.evaluate.inference import predict_case, save_labels
+from dints.evaluate.model_folder import ModelFolder
+from dints.evaluate.postprocess import keep_largest_component
+from dints.evaluate.resample import resample_probabilities
+from dints.io import atomic_write
+from dints.run import dist
+from dints.run.runlog import setup_logging
+from dints.run.stage import init_processes, resolve_device
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="predict.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="model folder or its .zip (scripts/export_model.py)")
+    p.add_argument("--input", required=True, nargs="+", help="NIfTI images, or folders of them")
+    p.add_argument("--output", required=True, help="folder for the label maps")
+    p.add_argument("--folds", type=int, nargs="+", default=None, help="folds of the ensemble (default: all)")
+    p.add_argument("--tta", type=int, default=0, choices=[0, 1], help="flip test-time augmentation")
+    p.add_argument("--save_probs", action="store_true", help="also write <case>.npz with the class probabilities")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
+    return p.parse_args(argv)
+
+
+def input_images(inputs: list[str]) -> list[Path]:
+    """The NIfTI files named or found (sorted) in the inputs.
+
+    Raises:
+        UserError: an input that does not exist, or no image at all.
+    """
+    out: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            out += sorted(p for p in item.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
+        elif item.is_file():
+            out.append(item)
+        else:
+            raise UserError(f"--input {item}: no such file or folder")
+    if not out:
+        raise UserError(f"--input {' '.join(inputs)}: no .nii or .nii.gz image found")
+    return out
+
+
+def check_channels(images: list[Path], channels: int) -> None:
+    """Each image must be 3-D (one channel) or 4-D with the model's channel count last (headers only).
+
+    Raises:
+        DataError: naming the first image that does not fit.
+    """
+    for path in images:
+        try:
+            shape = nib.load(str(path)).shape
+        except Exception as exc:
+            raise DataError(f"{path}: cannot be read as NIfTI ({exc.__class__.__name__}: {exc})") from None
+        have = shape[3] if len(shape) == 4 else 1
+        if len(shape) not in (3, 4) or have != channels:
+            raise DataError(f"{path}: shape {tuple(shape)} has {have} channel(s) but the model takes {channels}")
+
+
+def predict_image(nets: dict, model: ModelFolder, path: Path, tta: bool, device: torch.device):
+    """Labels (and probabilities) of one image on its own grid, as stages 4-6 would compute them."""
+    transform = infer_transforms(model.data_settings())
+    infer = model.infer_settings(tta)
+    probs, affine = [], None
+    for net in nets.values():
+        p, affine = predict_case(net, path, transform, infer, device)
+        probs.append(p.astype(np.float16).astype(np.float32))  # as stage 4 stores each fold
+    img = nib.load(str(path))
+    prob = resample_probabilities(fuse_probabilities(probs), affine, np.asarray(img.affine, dtype=np.float64),
+                                  tuple(img.shape[:3]))
+    labels = keep_largest_component(prob.argmax(0), model.largest_component)
+    return labels, prob
+
+
+def save_probabilities(path: Path, prob: np.ndarray, affine: np.ndarray) -> Path:
+    """``prob`` (K, X, Y, Z) on the image's grid as float16, with that grid's affine, atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, prob=prob.astype(np.float16), affine=np.asarray(affine, dtype=np.float64))
+
+    return atomic_write(path, write)
+
+
+def run_predict(a: argparse.Namespace) -> Path:
+    """Predict every input image that has no output yet; returns the output folder."""
+    d = init_processes(a.device)
+    model = ModelFolder.open(a.model)
+    images = input_images(a.input)
+    check_channels(images, model.meta["in_channels"])
+    out = Path(a.output)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output {out}: exists and is not a folder")
+    log = setup_logging(None)
+    todo = [p for p in images if not (out / p.name).is_file()]
+    log.info("model %s (task %s, folds %s); %d image(s), %d to do -> %s", model.root, model.meta["task"],
+             a.folds or model.meta["folds"], len(images), len(todo), out)
+    device = resolve_device(a.device)
+    nets = model.networks(a.folds, device)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), desc="predict", disable=not d.is_main)
+    for start in range(0, len(todo), d.world_size):  # one image per rank per round; rank 0 writes them all
+        i = start + d.rank
+        mine = (todo[i], *predict_image(nets, model, todo[i], bool(a.tta), device)) if i < len(todo) else None
+        for item in dist.gather_to_main(mine) or []:
+            if item is None:
+                continue
+            path, labels, prob = item
+            img = nib.load(str(path))
+            if a.save_probs:
+                save_probabilities(out / f"{case_id(path)}.npz", prob, img.affine)
+            save_labels(out / path.name, labels, np.asarray(img.affine, dtype=np.float64), img.header)
+            log.info("%s: labels %s -> %s", path.name, labels.shape, out / path.name)
+            bar.update(1)
+    bar.close()
+    dist.barrier()
+    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    return run_predict(parse(argv))
+
+
+if __name__ == "__main__":
+    cli_main(main)
