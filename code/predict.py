@@ -57,14 +57,19 @@ def input_images(inputs: list[str]) -> list[Path]:
     """
     out: list[Path] = []
     for item in map(Path, inputs):
-        if item.is_dir():
-            out += sorted(p for p in item.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
+        if item.is_dir():  # dot files: the ._* resource forks macOS leaves in the Decathlon's archives
+            out += sorted(p for p in item.iterdir() if p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith("."))
         elif item.is_file():
             out.append(item)
         else:
             raise UserError(f"--input {item}: no such file or folder")
     if not out:
         raise UserError(f"--input {' '.join(inputs)}: no .nii or .nii.gz image found")
+    seen: dict[str, Path] = {}
+    for p in out:  # the outputs are named after the images: two images of one name would overwrite each other
+        if case_id(p) in seen:
+            raise UserError(f"--input: {p} and {seen[case_id(p)]} would both write {case_id(p)}")
+        seen[case_id(p)] = p
     return out
 
 
@@ -114,12 +119,14 @@ def run_predict(a: argparse.Namespace) -> Path:
     d = init_processes(a.device)
     model = ModelFolder.open(a.model)
     images = input_images(a.input)
-    check_channels(images, model.meta["in_channels"])
     out = Path(a.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"--output {out}: exists and is not a folder")
+    if any(p.parent.resolve() == out.resolve() for p in images):
+        raise UserError(f"--output {out}: holds input images, which the label maps (same file names) would replace")
+    check_channels(images, model.meta["in_channels"])
     log = setup_logging(None)
-    todo = [p for p in images if not (out / p.name).is_file()]
+    todo = dist.on_main(lambda: [p for p in images if not (out / p.name).is_file()])  # rank 0's view of what is done
     log.info("model %s (task %s, folds %s); %d image(s), %d to do -> %s", model.root, model.meta["task"],
              a.folds or model.meta["folds"], len(images), len(todo), out)
     device = resolve_device(a.device)
@@ -129,7 +136,16 @@ def run_predict(a: argparse.Namespace) -> Path:
     bar = tqdm(total=len(todo), desc="predict", disable=not d.is_main)
     for start in range(0, len(todo), d.world_size):  # one image per rank per round; rank 0 writes them all
         i = start + d.rank
-        mine = (todo[i], *predict_image(nets, model, todo[i], bool(a.tta), device)) if i < len(todo) else None
+        mine, error = None, None
+        if i < len(todo):
+            try:
+                labels, prob = predict_image(nets, model, todo[i], bool(a.tta), device)
+                mine = (todo[i], labels.astype(np.uint8), prob.astype(np.float16) if a.save_probs else None)
+            except Exception as exc:  # e.g. a truncated file: stop every rank with one line, not one rank with a hang
+                error = f"{todo[i]}: cannot be segmented ({exc.__class__.__name__}: {exc})"
+        errors = [e for e in dist.gather_objects(error) if e]
+        if errors:
+            raise DataError(errors[0])
         for item in dist.gather_to_main(mine) or []:
             if item is None:
                 continue

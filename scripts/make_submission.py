@@ -5,7 +5,7 @@
         --out submission.zip [--labels DIR]
 
 The label maps come from stage 6 (``<search run>/final/``) or ``--labels DIR`` (e.g. code/predict.py's output).
-Each must exist, match its original image's shape and affine, and hold integer classes; the cases the Decathlon
+Each must exist, be a .nii.gz file, match its original image's shape and affine, and hold integers; the cases the Decathlon
 says must not be submitted (liver_141, 156, 160, 161, 162, 164, 167, 182, 189, 190 and hepaticvessel_247) are left
 out. Several tasks go into one zip by running the command once per task with the same ``--out`` (entries of the
 task are replaced, others kept).
@@ -43,6 +43,8 @@ def check_against_image(label: Path, image: Path) -> None:
         raise DataError(f"{label}: shape {tuple(lab.shape)} differs from its image {image} ({tuple(img.shape[:3])})")
     if not np.allclose(lab.affine, img.affine, atol=1e-3, rtol=1e-4):
         raise DataError(f"{label}: affine differs from its image {image}")
+    if not np.issubdtype(lab.get_data_dtype(), np.integer):
+        raise DataError(f"{label}: holds {lab.get_data_dtype()} values, not integer labels")
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -57,13 +59,12 @@ def main(argv: list[str] | None = None) -> Path:
         raise DataError(f"{task.root / 'dataset.json'}: 'test' lists no images")
     entries, skipped = {}, []
     for case in task.test:
-        name = Path(case["image"]).name
         if case["id"] in EXCLUDED:
             skipped.append(case["id"])
             continue
-        f = labels / name
+        f = labels / f"{case['id']}.nii.gz"
         if not f.is_file():
-            raise DataError(f"{f} does not exist: every test image needs a label map (stage 6, or --labels)")
+            raise DataError(f"{f} does not exist: every test image needs a .nii.gz label map (stage 6, or --labels)")
         check_against_image(f, case["image"])
         entries[f"{task.name}/{case['id']}.nii.gz"] = f
     out = Path(a.out)

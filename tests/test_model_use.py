@@ -150,11 +150,24 @@ def test_model_folder_faults_are_one_line(trained, demo_root, tmp_path):
              str(tmp_path / "two_channels.nii.gz"), "--output", str(tmp_path / "out"), ok=False)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: ") and "2 channel(s)" in r.stderr
     assert not (tmp_path / "out").exists()
+    r = _run(str(ROOT / "code" / "predict.py"), "--model", str(tmp_path / "model"), "--input", str(tmp_path),
+             "--output", str(tmp_path), ok=False)  # label maps would replace the images they are made from
+    assert r.returncode == 2 and "would replace" in r.stderr.strip().splitlines()[-1]
+    (tmp_path / "model" / "extra.json").write_text("{}")  # a file the manifest does not list
+    with pytest.raises(UserError, match=r"files differ from MANIFEST.sha256 \(unlisted: \['extra.json'\]"):
+        ModelFolder.open(tmp_path / "model")
+    (tmp_path / "model" / "extra.json").unlink()
     with open(tmp_path / "model" / "fold0.pt", "r+b") as f:  # a damaged file
         f.seek(100)
         f.write(b"\x00\x01")
     with pytest.raises(UserError, match="fold0.pt: its checksum differs"):
         ModelFolder.open(tmp_path / "model")
+    # An --out that is some other folder is never replaced.
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "keep.txt").write_text("x")
+    r = _run(str(ROOT / "scripts" / "export_model.py"), "--out", str(tmp_path / "precious"), *_opts(demo_root, trained),
+             ok=False)
+    assert r.returncode == 2 and "is not a model folder" in r.stderr and (tmp_path / "precious" / "keep.txt").is_file()
 
 
 @pytest.mark.slow
@@ -244,3 +257,33 @@ def test_prediction_shared_by_two_processes_equals_one(launcher, demo_root, tmp_
     for n in names:
         assert np.array_equal(np.asarray(nib.load(str(tmp_path / "one" / n)).dataobj),
                               np.asarray(nib.load(str(tmp_path / "two" / n)).dataobj)), n
+
+
+def test_input_images_skip_dot_files_and_refuse_clashing_names(tmp_path):
+    from predict import input_images
+
+    (tmp_path / "a.nii.gz").write_bytes(b"")
+    (tmp_path / "._a.nii.gz").write_bytes(b"")  # macOS resource fork from the Decathlon's archives
+    assert input_images([str(tmp_path)]) == [tmp_path / "a.nii.gz"]
+    (tmp_path / "a.nii").write_bytes(b"")
+    with pytest.raises(UserError, match="would both write a"):
+        input_images([str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_two_zips_of_the_same_folder_name_never_share_an_unpacked_copy(demo_root, tmp_path):
+    one = _fake_model(demo_root, tmp_path / "a" / "model")
+    two_dir = tmp_path / "b"
+    two_dir.mkdir()
+    (two_dir / "fold0.pt").write_bytes((tmp_path / "a" / "fold1.pt").read_bytes())
+    from dints.data.msd import load_task
+    from dints.evaluate.model_folder import export_model
+
+    export_model({0: two_dir / "fold0.pt"}, load_task(demo_root, "Task99_Demo"), two_dir / "model")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shutil.copy(one.with_name("model.zip"), shared / "spleen.zip")
+    shutil.copy(two_dir / "model.zip", shared / "liver.zip")
+    a, b = ModelFolder.open(shared / "spleen.zip"), ModelFolder.open(shared / "liver.zip")
+    assert a.root != b.root and a.meta["folds"] == [0, 1] and b.meta["folds"] == [0]
+    assert ModelFolder.open(shared / "spleen.zip").root == a.root  # unpacked once, then reused

@@ -111,10 +111,11 @@ def save_labels(path: str | Path, labels: np.ndarray, affine: np.ndarray, header
     """Write a uint8 label map as NIfTI (with ``header``'s fields when given), atomically."""
     img = nib.Nifti1Image(labels.astype(np.uint8), affine, header=header.copy() if header is not None else None)
     img.set_data_dtype(np.uint8)
+    img.header.set_intent("none")  # a 4-D image's header says "vector"; a label map is not one
     img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     data = img.to_bytes()
     if str(path).endswith(".gz"):
-        data = gzip.compress(data, compresslevel=6)
+        data = gzip.compress(data, compresslevel=6, mtime=0)  # no time stamp: equal results give equal files
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))

@@ -105,6 +105,8 @@ def export_model(checkpoints: dict[int, Path], task: Task, out: Path, postproces
             if s["config"].get(key) != first["config"].get(key):
                 raise UserError(f"{checkpoints[k]}: --{key} differs from fold {first_fold}'s; export folds of one run")
     cfg = first["config"]
+    if out.exists() and not (out / "model.json").is_file():
+        raise UserError(f"--out {out}: exists and is not a model folder; choose a new folder")
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -182,16 +184,25 @@ class ModelFolder:
         if not (root / "model.json").is_file() or not manifest.is_file():
             raise UserError(f"--model {path}: not a model folder (no model.json and {MANIFEST}; "
                             "scripts/export_model.py writes one)")
-        for line in manifest.read_text().splitlines():
-            digest, name = line.split(None, 1)
-            f = root / name.strip()
-            if not f.is_file():
-                raise UserError(f"{root}: {name.strip()} is listed in {MANIFEST} but missing")
-            if _sha256(f) != digest:
-                raise UserError(f"{f}: its checksum differs from {MANIFEST} (a damaged or edited file)")
+        listed = {}
+        for line in filter(str.strip, manifest.read_text().splitlines()):
+            parts = line.split(None, 1)
+            if len(parts) != 2:
+                raise UserError(f"{manifest}: not a checksum line: {line!r}")
+            listed[parts[1].strip()] = parts[0]
+        present = {p.name for p in root.iterdir() if p.is_file() and p.name != MANIFEST}
+        if set(listed) != present:
+            raise UserError(f"{root}: its files differ from {MANIFEST} (unlisted: {sorted(present - set(listed))}, "
+                            f"missing: {sorted(set(listed) - present)})")
+        for name, digest in listed.items():
+            if _sha256(root / name) != digest:
+                raise UserError(f"{root / name}: its checksum differs from {MANIFEST} (a damaged or edited file)")
         meta = json.loads((root / "model.json").read_text())
         if meta.get("format") != FORMAT:
             raise UserError(f"{root / 'model.json'}: format {meta.get('format')} is not {FORMAT}")
+        needed = {"arch.json", *(f"fold{k}.pt" for k in meta.get("folds", []))} - set(listed)
+        if needed:
+            raise UserError(f"{root}: {sorted(needed)} missing from the model folder")
         post = root / "postprocessing.json"
         lcc = json.loads(post.read_text()).get("largest_component", []) if post.is_file() else []
         return cls(root, meta, load_arch(root / "arch.json"), [int(c) for c in lcc])
@@ -230,11 +241,25 @@ class ModelFolder:
 
 
 def _extract(zip_path: Path) -> Path:
-    with zipfile.ZipFile(zip_path) as z:
-        names = {n.split("/", 1)[0] for n in z.namelist()}
-        if len(names) != 1:
-            raise UserError(f"{zip_path}: expected one model folder inside, found {sorted(names)}")
-        target = zip_path.parent / names.pop()
-        if not target.is_dir():
-            z.extractall(zip_path.parent)
-    return target
+    """Unpack a model zip once into ``<zip dir>/.<zip name>.<digest>/`` (named by the zip's contents, so another zip
+    never reuses it), atomically, on rank 0; the other ranks wait and use it."""
+    from dints.run import dist
+
+    def unpack() -> Path:
+        target = zip_path.parent / f".{zip_path.stem}.{_sha256(zip_path)[:12]}"
+        with zipfile.ZipFile(zip_path) as z:
+            tops = {n.split("/", 1)[0] for n in z.namelist()}
+            if len(tops) != 1:
+                raise UserError(f"{zip_path}: expected one model folder inside, found {sorted(tops)}")
+            folder = target / tops.pop()
+            if not folder.is_dir():
+                tmp = target.with_name(target.name + ".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                z.extractall(tmp)
+                shutil.rmtree(target, ignore_errors=True)
+                tmp.rename(target)
+        return folder
+
+    folder = dist.on_main(unpack)
+    dist.barrier()
+    return folder
