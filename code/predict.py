@@ -23,17 +23,17 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from dints.data.msd import NIFTI_SUFFIXES, case_id
+from dints.data.msd import NIFTI_SUFFIXES, case_id, read_header
 from dints.data.transforms import infer_transforms
 from dints.errors import DataError, UserError, cli_main
 from dints.evaluate.fusion import fuse_probabilities
-from dints.evaluate.inference import predict_case, save_labels
+from dints.evaluate.inference import predict_case, save_labels, save_probs
 from dints.evaluate.model_folder import ModelFolder
 from dints.evaluate.postprocess import keep_largest_component
 from dints.evaluate.resample import resample_probabilities
-from dints.io import atomic_write
 from dints.run import dist
 from dints.run.runlog import setup_logging
+from dints.run.settings import InferSettings
 from dints.run.stage import init_processes, resolve_device
 
 
@@ -80,19 +80,15 @@ def check_channels(images: list[Path], channels: int) -> None:
         DataError: naming the first image that does not fit.
     """
     for path in images:
-        try:
-            shape = nib.load(str(path)).shape
-        except Exception as exc:
-            raise DataError(f"{path}: cannot be read as NIfTI ({exc.__class__.__name__}: {exc})") from None
+        shape, _ = read_header(path)
         have = shape[3] if len(shape) == 4 else 1
         if len(shape) not in (3, 4) or have != channels:
             raise DataError(f"{path}: shape {tuple(shape)} has {have} channel(s) but the model takes {channels}")
 
 
-def predict_image(nets: dict, model: ModelFolder, path: Path, tta: bool, device: torch.device):
+def predict_image(nets: dict, model: ModelFolder, path: Path, transform, infer: InferSettings,
+                  device: torch.device):
     """Labels (and probabilities) of one image on its own grid, as stages 4-6 would compute them."""
-    transform = infer_transforms(model.data_settings())
-    infer = model.infer_settings(tta)
     probs, affine = [], None
     for net in nets.values():
         p, affine = predict_case(net, path, transform, infer, device)
@@ -102,16 +98,6 @@ def predict_image(nets: dict, model: ModelFolder, path: Path, tta: bool, device:
                                   tuple(img.shape[:3]))
     labels = keep_largest_component(prob.argmax(0), model.largest_component)
     return labels, prob
-
-
-def save_probabilities(path: Path, prob: np.ndarray, affine: np.ndarray) -> Path:
-    """``prob`` (K, X, Y, Z) on the image's grid as float16, with that grid's affine, atomically."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, prob=prob.astype(np.float16), affine=np.asarray(affine, dtype=np.float64))
-
-    return atomic_write(path, write)
 
 
 def run_predict(a: argparse.Namespace) -> Path:
@@ -131,6 +117,7 @@ def run_predict(a: argparse.Namespace) -> Path:
              a.folds or model.meta["folds"], len(images), len(todo), out)
     device = resolve_device(a.device)
     nets = model.networks(a.folds, device)
+    transform, infer = infer_transforms(model.data_settings()), model.infer_settings(bool(a.tta))
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc="predict", disable=not d.is_main)
@@ -139,7 +126,7 @@ def run_predict(a: argparse.Namespace) -> Path:
         mine, error = None, None
         if i < len(todo):
             try:
-                labels, prob = predict_image(nets, model, todo[i], bool(a.tta), device)
+                labels, prob = predict_image(nets, model, todo[i], transform, infer, device)
                 mine = (todo[i], labels.astype(np.uint8), prob.astype(np.float16) if a.save_probs else None)
             except Exception as exc:  # e.g. a truncated file: stop every rank with one line, not one rank with a hang
                 error = f"{todo[i]}: cannot be segmented ({exc.__class__.__name__}: {exc})"
@@ -151,9 +138,10 @@ def run_predict(a: argparse.Namespace) -> Path:
                 continue
             path, labels, prob = item
             img = nib.load(str(path))
-            if a.save_probs:
-                save_probabilities(out / f"{case_id(path)}.npz", prob, img.affine)
-            save_labels(out / path.name, labels, np.asarray(img.affine, dtype=np.float64), img.header)
+            affine = np.asarray(img.affine, dtype=np.float64)
+            if a.save_probs:  # the probability-file format of stages 4-6, here on the image's own grid
+                save_probs(out / f"{case_id(path)}.npz", prob, affine, path, orig=(affine, tuple(img.shape[:3])))
+            save_labels(out / path.name, labels, affine, img.header)
             log.info("%s: labels %s -> %s", path.name, labels.shape, out / path.name)
             bar.update(1)
     bar.close()

@@ -160,7 +160,12 @@ def load_task(data_root: str | Path, task: str) -> Task:
     return Task(name=task, root=root, modality=modality, labels=labels, training=training, test=test)
 
 
-def _header(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+def read_header(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and affine of a NIfTI file, from its header.
+
+    Raises:
+        DataError: the file cannot be read as NIfTI (naming it).
+    """
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several types for unreadable files
@@ -181,8 +186,8 @@ def check_headers(task: Task, cases: Iterable[dict] | None = None, atol: float =
     """
     n_ch = task.in_channels
     for c in task.training if cases is None else cases:
-        ishape, iaff = _header(c["image"])
-        lshape, laff = _header(c["label"])
+        ishape, iaff = read_header(c["image"])
+        lshape, laff = read_header(c["label"])
         if len(ishape) not in (3, 4):
             raise DataError(f"{c['image']}: expected a 3-D or 4-D image, got shape {ishape}")
         channels = ishape[3] if len(ishape) == 4 else 1
@@ -198,7 +203,7 @@ def check_headers(task: Task, cases: Iterable[dict] | None = None, atol: float =
         if not np.allclose(iaff, laff, atol=atol, rtol=1e-4):
             raise DataError(f"{c['label']}: affine differs from its image's ({c['image'].name})")
     for c in task.test:
-        ishape, _ = _header(c["image"])
+        ishape, _ = read_header(c["image"])
         channels = ishape[3] if len(ishape) == 4 else 1
         if len(ishape) not in (3, 4) or channels != n_ch:
             raise DataError(f"{c['image']}: shape {ishape} does not match {n_ch} channel(s) declared in dataset.json")
@@ -208,7 +213,7 @@ def _stamp_key(paths: list[Path]) -> list[list]:
     return [[str(p), p.stat().st_size, int(p.stat().st_mtime)] for p in paths]
 
 
-def check_labels(task: Task, stamp: str | Path | None = None, progress: bool = False, write_stamp: bool = True) -> None:
+def check_labels(task: Task, stamp: str | Path | None = None, progress: bool = False) -> None:
     """Check that every label map holds only integer values in ``0..num_classes-1``.
 
     Reads every label once; with ``stamp`` the result is recorded (file names, sizes, modification times) and
@@ -241,7 +246,7 @@ def check_labels(task: Task, stamp: str | Path | None = None, progress: bool = F
                 f"{p}: label values {bad.astype(int).tolist()} outside the {task.num_classes} classes "
                 f"declared in dataset.json 'labels' (0..{task.num_classes - 1})"
             )
-    if stamp is not None and write_stamp:
+    if stamp is not None:
         write_json(stamp, key)
 
 
