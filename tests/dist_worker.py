@@ -55,6 +55,7 @@ def step(out: Path, nan: bool = False) -> None:
         assert took == (not (nan and i == 0)), (d.rank, i, took)
     if d.is_main:
         torch.save({k: v.clone() for k, v in net.state_dict().items()}, out)
+    dist.barrier()  # leave together, as the stages do: a rank exiting while another still writes can abort in Gloo
 
 
 def validation(out: Path, data_root: str, work_root: str) -> None:
@@ -69,6 +70,7 @@ def validation(out: Path, data_root: str, work_root: str) -> None:
                    InferSettings.from_options(cfg, tta=False), torch.device("cpu"))
     if d.is_main:
         out.write_text(json.dumps({**res, "processes": d.world_size}))
+    dist.barrier()
 
 
 if __name__ == "__main__":
