@@ -76,13 +76,28 @@ hosts_slots() {  # hosts_slots -> the number of processes HOSTS asks for (node1:
   echo "$total"
 }
 
+EXIT_INTERRUPTED=75  # a stage stopped by SIGTERM/SIGINT after saving its state (code/dints/errors.py)
+
+forward_signals() {  # forward_signals CMD... : run CMD, passing SIGTERM and SIGINT on to it (as SIGTERM); its status
+  # A scheduler's SIGTERM may reach only this shell; the stage must get it to write its checkpoint. (Background
+  # jobs of a script ignore SIGINT, so SIGINT is passed on as SIGTERM.)
+  "$@" &
+  local pid=$! rc=0
+  # shellcheck disable=SC2064
+  trap "kill -TERM $pid 2>/dev/null || true" TERM INT
+  wait "$pid" || rc=$?
+  while kill -0 "$pid" 2>/dev/null; do rc=0; wait "$pid" || rc=$?; done  # wait returns early on a trapped signal
+  trap - TERM INT
+  return "$rc"
+}
+
 launch() {  # launch SCRIPT ARGS... : one process, or NGPU per node under horovodrun or torchrun
   local script=$CODE_DIR/$1
   shift
   local how
   how=$(launcher) || return 2
   case $how in
-    none) "$PYTHON" "$script" "$@" ;;
+    none) forward_signals "$PYTHON" "$script" "$@" ;;
     horovod)
       local hvd
       hvd=$(horovodrun_path)
@@ -96,17 +111,17 @@ launch() {  # launch SCRIPT ARGS... : one process, or NGPU per node under horovo
       fi
       if [ -z "$hvd" ]; then echo "LAUNCHER=horovod: horovodrun is not installed beside $PYTHON" >&2; return 2; fi
       if [ -n "$HOSTS" ]; then
-        "$hvd" -np "$(hosts_slots)" -H "$HOSTS" "$PYTHON" "$script" "$@"
+        forward_signals "$hvd" -np "$(hosts_slots)" -H "$HOSTS" "$PYTHON" "$script" "$@"
       else
-        "$hvd" -np "$((NGPU * NNODES))" "$PYTHON" "$script" "$@"
+        forward_signals "$hvd" -np "$((NGPU * NNODES))" "$PYTHON" "$script" "$@"
       fi ;;
     torch)
       if [ "$NNODES" -gt 1 ]; then
         if [ -z "$RDZV_ENDPOINT" ]; then echo "NNODES=$NNODES: set RDZV_ENDPOINT=HOST:PORT (the same on every node)" >&2; return 2; fi
-        "$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$NGPU" --rdzv_backend c10d \
-          --rdzv_endpoint "$RDZV_ENDPOINT" --rdzv_id "$RDZV_ID" "$script" "$@"
+        forward_signals "$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --nproc_per_node "$NGPU" \
+          --rdzv_backend c10d --rdzv_endpoint "$RDZV_ENDPOINT" --rdzv_id "$RDZV_ID" "$script" "$@"
       else
-        "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NGPU" "$script" "$@"
+        forward_signals "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NGPU" "$script" "$@"
       fi ;;
   esac
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,12 +40,19 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return "".join(indent + line for line in text.splitlines(keepends=True))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (no usage block) like every other error of the stages."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(stage: str) -> argparse.ArgumentParser:
     """The argparse parser of one stage (every stage shares every option; defaults may differ per stage)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     sd = STAGE_DEFAULTS[stage]
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog=f"{stage}.py",
         description=f"DiNTS stage '{stage}'. Options come from the defaults, then --config PRESET.yaml, then flags.",
         formatter_class=_HelpFormatter,
@@ -114,6 +122,7 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     g.add_argument("--log_interval", type=int, default=20, help="log losses every N iterations")
     g.add_argument("--ckpt_interval", type=int, default=100, help="write latest.pt every N iterations")
     g.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
+    g.add_argument("--debug", action="store_true", help="show the full traceback of an error instead of one line")
 
     g = p.add_argument_group("inference, test and fuse (stages 3-6)")
     g.add_argument("--split", type=str, default="val", choices=["val", "test"], help="test.py: validation cases of the fold, or dataset.json's test images")
@@ -196,6 +205,8 @@ def read_preset(path: str | Path, stage: str, parser: argparse.ArgumentParser) -
         ConfigError: missing file, invalid YAML, unknown key or a value of the wrong type (naming the key).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--config: preset '{path}' is a folder, expected a YAML file")
     if not path.is_file():
         raise ConfigError(f"--config: preset file '{path}' does not exist")
     try:
@@ -344,6 +355,25 @@ def validate(cfg: argparse.Namespace) -> None:
         raise ConfigError(f"{where(cfg, 'path_iters')} must be >= 1, got {cfg.path_iters}")
     if cfg.task is None:
         raise ConfigError("--task is required (the task folder name under --data_root)")
+    check_paths(cfg)
+
+
+def check_paths(cfg: argparse.Namespace) -> None:
+    """Folders that are files, files that are folders, and a run root nobody can write. Raises ConfigError."""
+    for key in ("data_root", "work_root"):
+        path = Path(getattr(cfg, key))
+        for p in (path, *path.parents):
+            if p.exists():
+                if not p.is_dir():
+                    what = "is a file" if p == path else f"lies inside {p}, which is a file"
+                    raise ConfigError(f"{where(cfg, key)} {path}: {what}, not a folder")
+                if key == "work_root" and not os.access(p, os.W_OK | os.X_OK):
+                    raise ConfigError(f"{where(cfg, key)} {path}: {p} is not writable (run results go there)")
+                break
+    for key in ("arch", "checkpoint", "msd_size"):
+        value = getattr(cfg, key)
+        if value is not None and Path(value).is_dir():
+            raise ConfigError(f"{where(cfg, key)} {value}: is a folder, expected a file")
 
 
 def to_dict(cfg: argparse.Namespace) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from dints.evaluate.fusion import fuse_probabilities
 from dints.evaluate.inference import load_probs, save_labels, save_probs
 from dints.evaluate.resample import resample_probabilities
 from dints.io import write_json
-from dints.run import dist, layout
+from dints.run import dist, layout, lock
 from dints.run.runlog import setup_logging
 
 
@@ -43,15 +43,18 @@ def fuse_folds(cfg, task, log) -> Path:
     run = search_run(cfg)
     folds = cfg.folds if cfg.folds is not None else list(range(cfg.num_folds))
     out = layout.fused_dir(run)
-    missing_all = []
-    for case in task.test:
+    missing_all, plan = [], []
+    for case in task.test:  # every case has some fold before anything is written
         files = {k: layout.eval_dir(run, "test", k) / f"{case['id']}.npz" for k in folds}
         have = {k: f for k, f in files.items() if f.is_file()}
         missing = sorted(set(folds) - set(have))
         if not have:
-            raise UserError(f"{case['id']}: no fold has test probabilities ({files[folds[0]]} missing); run stage 4 first")
+            raise UserError(f"{case['id']}: no fold has test probabilities ({files[folds[0]]} missing); run stage 4 "
+                            "first")
         if missing:
             missing_all.append((case["id"], missing))
+        plan.append((case, have, missing))
+    for case, have, missing in plan:
         parts = [load_probs(f) for f in have.values()]
         grids = {tuple(p["prob"].shape) for p in parts}
         if len(grids) != 1 or not all(np.allclose(p["affine"], parts[0]["affine"], atol=1e-4) for p in parts):
@@ -76,14 +79,13 @@ def resample_to_original(cfg, task, log) -> Path:
     run = search_run(cfg)
     sizes = read_msd_size(cfg.msd_size, task.name) if cfg.msd_size else None
     out = layout.final_dir(run)
-    for case in task.test:
+    plan = []
+    for case in task.test:  # every input is there and agrees before anything is written
         src = layout.fused_dir(run) / f"{case['id']}.npz"
         if not src.is_file():
             raise UserError(f"{src} does not exist; run stage 5 (fuse) first")
-        fused = load_probs(src)
-        name = Path(case["image"]).name
-        header, affine, shape = None, fused["orig_affine"], tuple(fused["orig_shape"])
-        image = Path(case["image"])
+        name, image = Path(case["image"]).name, Path(case["image"])
+        header = affine = shape = None
         if image.is_file():
             img = nib.load(str(image))
             header, affine, shape = img.header, np.asarray(img.affine, dtype=np.float64), tuple(img.shape[:3])
@@ -91,9 +93,17 @@ def resample_to_original(cfg, task, log) -> Path:
             if name not in sizes:
                 raise DataError(f"{cfg.msd_size}: case '{name}' of task {task.name} is missing")
             want = tuple(int(s) for s in sizes[name])
-            if want != shape:
+            if shape is not None and want != shape:
                 raise DataError(f"{cfg.msd_size}: size {list(want)} of '{name}' disagrees with the original image "
                                 f"{image} ({list(shape)})")
+        plan.append((case, src, name, header, affine, shape))
+    for case, src, name, header, affine, shape in plan:
+        fused = load_probs(src)
+        if affine is None:  # no original image here: the grid recorded at stage 4
+            affine, shape = fused["orig_affine"], tuple(int(v) for v in fused["orig_shape"])
+            if sizes is not None and tuple(int(v) for v in sizes[name]) != shape:
+                raise DataError(f"{cfg.msd_size}: size {list(sizes[name])} of '{name}' disagrees with the original "
+                                f"size recorded in {src} ({list(shape)})")
         prob = resample_probabilities(fused["prob"], fused["affine"], affine, shape)
         save_labels(out / name, prob.argmax(0), affine, header)
         log.info("%s: %s on the original grid %s -> %s", case["id"], tuple(fused["prob"].shape[1:]), shape, out / name)
@@ -109,7 +119,11 @@ def run_fuse(cfg) -> Path:
         return search_run(cfg)
     task = load_task(cfg.data_root, cfg.task)
     run = search_run(cfg)
+    out = layout.final_dir(run) if cfg.resample else layout.fused_dir(run)
+    notes = lock.acquire(out).notes  # one run per folder
     log = setup_logging(run / ("resample.log" if cfg.resample else "fuse.log"))
+    for note in notes:
+        log.warning("%s", note)
     if not task.test:
         raise DataError(f"{task.root / 'dataset.json'}: 'test' lists no images")
     return resample_to_original(cfg, task, log) if cfg.resample else fuse_folds(cfg, task, log)

@@ -5,6 +5,9 @@
 #                            5 fuse the folds, 6 resample to the original images
 #   bash code/main.sh all    every stage, in order
 #
+# A stage stopped by SIGTERM or SIGINT (a scheduler's time limit, Ctrl-C; this script passes them on) saves its state
+# and exits with status 75, which this script reports and returns; rerunning the same command resumes.
+#
 # Settings are variables (see code/common.sh), each overridable from the environment, e.g.
 #   TASKS=Task99_Demo PRESET=configs/tiny.yaml DATA_ROOT=data WORK_ROOT=work bash code/main.sh all
 set -euo pipefail
@@ -14,11 +17,21 @@ source "$HERE/common.sh"
 DRIVERS=(search.sh retrain.sh test_val.sh test.sh fuse.sh fuse.sh)
 NAMES=(search retrain test-val test-infer fuse resample)
 
-run_stage() {
-  local n=$1 driver=${DRIVERS[$(($1 - 1))]}
-  echo "[main] stage $n (${NAMES[$((n - 1))]})"
-  STAGE=$n bash "$HERE/$driver"
+run_stage() {  # run_stage N: run stage N's driver; report how it ended when it did not succeed, with its status
+  local n=$1 driver=${DRIVERS[$(($1 - 1))]} name=${NAMES[$(($1 - 1))]} rc=0
+  echo "[main] stage $n ($name)"
+  forward_signals env STAGE="$n" bash "$HERE/$driver" || rc=$?
+  if [ "$rc" = "$EXIT_INTERRUPTED" ]; then
+    echo "[main] stage $n ($name) was interrupted (SIGTERM/SIGINT) after saving its state;" \
+      "rerun 'bash code/main.sh ${MAIN_ARG}' to resume (exit status $rc)" >&2
+    exit "$rc"
+  elif [ "$rc" != 0 ]; then
+    echo "[main] stage $n ($name) failed (exit status $rc); fix what its error line says and rerun" \
+      "'bash code/main.sh ${MAIN_ARG}': finished work is kept" >&2
+    exit "$rc"
+  fi
 }
+MAIN_ARG=${1:-}
 
 case "${1:-}" in
   [1-6]) run_stage "$1" ;;

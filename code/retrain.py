@@ -17,7 +17,7 @@ import torch
 
 from config import load_config, resolve_task, to_dict, where
 from dints.data.loader import train_loader, val_loader
-from dints.errors import cli_main
+from dints.errors import ConfigError, cli_main
 from dints.evaluate.validation import validate
 from dints.io import write_json
 from dints.run import dist, layout
@@ -41,12 +41,26 @@ def arch_path(cfg) -> Path:
     return Path(cfg.arch) if cfg.arch else layout.search_dir(cfg.work_root, cfg.task, cfg.mem) / "arch.json"
 
 
+def check_arch_matches(cfg, arch) -> None:
+    """``--blocks``/``--levels``, where a preset or the command line sets them, must be the architecture's.
+
+    Raises:
+        ConfigError: naming the option, its source and the architecture file.
+    """
+    for key, have in (("blocks", arch.num_blocks), ("levels", arch.num_depths)):
+        if key in cfg.sources and getattr(cfg, key) != have:
+            raise ConfigError(f"{where(cfg, key)} is {getattr(cfg, key)} but the architecture {arch_path(cfg)} has "
+                              f"{have} {key}: retraining builds the architecture file's network; use the search's "
+                              "options or another --arch")
+
+
 def run_retrain(cfg) -> Path:
     """Train (or resume) fold ``cfg.fold``; returns the run folder holding ``best.pt``."""
     d = init_processes(cfg.device)
     # Rank 0 reads the architecture (other nodes may not see its disk), before anything is written.
     arch = dist.on_main(lambda: read_arch(arch_path(cfg)))
     cfg, task = resolve_task(cfg)
+    check_arch_matches(cfg, arch)
     check_patch(cfg.patch_size, arch.num_depths, arch.use_downsample, where(cfg, "patch_size"))
     out = layout.retrain_dir(layout.search_dir(cfg.work_root, cfg.task, cfg.mem), cfg.fold)
     ctx = prepare(task, out, "retrain.log", work_root=cfg.work_root, fold=cfg.fold, num_folds=cfg.num_folds,
@@ -71,6 +85,7 @@ def run_retrain(cfg) -> Path:
                    hint="lower --base_lr", objects={"model": net, "optimizer": opt, "scaler": scaler, "loader": loader},
                    keep_best=True)
     loop.resume(cfg.resume, RESUME_KEYS)
+    ctx.record_config()
 
     def step(it: int) -> Step:
         lr = step_lr(base_lr, it, cfg.iters, RETRAIN_LR_MILESTONES)

@@ -71,6 +71,7 @@ def run_search(cfg) -> Path:
     if state is not None:  # the draw of paths: its generator, the paths in use and their inclusion probabilities
         path_gen.set_state(state["path_gen"])
         net.set_paths(state["path_mask"], state.get("path_inclusion"))
+    ctx.record_config()
 
     def step(it: int) -> Step:
         if not cfg.use_max and it % cfg.path_iters == 0:

@@ -74,6 +74,7 @@ def evaluate_validation(net, ctx, cfg) -> Path:
     k = task.num_classes - 1
     table = dist.gather_rows(mine, len(ids), 2 * k).tolist()  # every rank's cases, in case order
     rows = [{"case": cid, "dice": r[:k], "hd95": r[k:]} for cid, r in zip(ids, table)]
+    ctx.record_config()  # with the results: a stage refused half-way leaves a finished run's record alone
     if d.is_main:
         write_csv(out / "metrics.csv", [{"case": r["case"], **{f"dice_{n}": _fmt(v) for n, v in zip(names, r["dice"])},
                                          **{f"hd95_{n}": _fmt(v) for n, v in zip(names, r["hd95"])}} for r in rows])
@@ -102,6 +103,7 @@ def infer_test(net, ctx, cfg) -> Path:
                 case, probs, affine = item
                 save_probs(out / f"{case['id']}.npz", probs, affine, case["image"])
                 ctx.logger.info("%s: probabilities %s -> %s", case["id"], tuple(probs.shape), out / f"{case['id']}.npz")
+    ctx.record_config()
     if d.is_main:
         write_json(out / "summary.json", {"fold": cfg.fold, "checkpoint": str(checkpoint_path(cfg)), "tta": bool(cfg.tta),
                                           "cases": [c["id"] for c in task.test]})

@@ -13,6 +13,7 @@ import pytest
 import torch
 from monai.networks.nets import DiNTS, TopologyInstance, TopologySearch
 
+from dints.errors import WriteError
 from dints.space import archfile, decode
 from dints.space.archfile import Arch, export_monai_arch, import_monai_arch, load_arch, save_arch
 
@@ -74,7 +75,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(archfile.os, "replace", fail)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match=r"cannot write .*arch.json: disk full; the previous arch.json is kept"):
         save_arch(changed, path)
     assert path.read_text() == before
     assert os.listdir(tmp_path) == ["arch.json"]

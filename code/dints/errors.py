@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import re
 import sys
 from typing import Callable
 
@@ -12,6 +14,10 @@ class UserError(Exception):
 
 class DataError(UserError):
     """Something wrong with a task's data: dataset.json, an image or a label file."""
+
+
+class WriteError(UserError):
+    """A result could not be written (full disk, no permission); the file keeps its previous content."""
 
 
 class ConfigError(UserError):
@@ -30,30 +36,100 @@ def lost_peer(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError) and any(words in str(exc) for words in _LOST_PEER))
 
 
-def cli_main(fn: Callable[[], object]) -> None:
-    """Run a stage's ``main`` and turn a :class:`UserError` into ``error: <message>`` on stderr and exit 2.
+#: Exit status of a stage stopped by SIGTERM or SIGINT after saving what it had (rerunning resumes). EX_TEMPFAIL of
+#: sysexits.h: "a temporary failure; the user is invited to retry". code/main.sh reports it as an interruption.
+EXIT_INTERRUPTED = 75
 
-    Ctrl-C exits 130 with one line. In a multi-process run, losing another process exits 1 with one line naming this
-    rank (the launcher's report names the one that failed). Anything else is a bug and keeps its traceback.
+
+class Interrupted(Exception):
+    """A stage stopped on request (SIGTERM from a scheduler, SIGINT from Ctrl-C) after saving its state.
+
+    Args:
+        signame: ``SIGTERM`` or ``SIGINT``.
+        saved: what was kept, for the message (e.g. ``checkpoint work/.../latest.pt at iteration 120``).
     """
+
+    def __init__(self, signame: str, saved: str):
+        super().__init__(f"{signame}: {saved}")
+        self.signame, self.saved = signame, saved
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-line message of a :class:`UserError` raised directly or wrapped on its way up, else None.
+
+    MONAI wraps an exception raised inside a transform in ``RuntimeError("applying transform ...")``, and a
+    DataLoader worker re-raises it with the worker's traceback in its text; the user's error is still the line to
+    show.
+    """
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e)
+        if "Traceback (most recent call last)" in text:  # re-raised from a worker: keep the error's own last line
+            for line in reversed(text.strip().splitlines()):
+                m = re.match(r"\s*dints\.errors\.\w+: (.*)", line)
+                if m:
+                    return m.group(1)
+        elif isinstance(e, UserError):
+            return text
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def os_error(exc: BaseException) -> str | None:
+    """One line for an operating-system error on a named file (a path that is a file, a full disk, no permission)."""
+    if isinstance(exc, OSError) and (exc.filename or exc.errno == errno.ENOSPC):
+        where = f": {exc.filename}" if exc.filename else ""
+        what = exc.strerror or str(exc)
+        hint = "; free some space and rerun the same command" if exc.errno == errno.ENOSPC else ""
+        return f"{what}{where}{hint}"
+    return None
+
+
+def cli_main(fn: Callable[[], object]) -> None:
+    """Run a stage's ``main`` and report what stopped it in one line on stderr, without a traceback.
+
+    - :class:`UserError` (also wrapped by MONAI or a DataLoader worker) and an operating-system error on a named
+      file (``NotADirectoryError``, ``PermissionError``, a full disk): ``error: <message>``, exit 2.
+    - :class:`Interrupted` (SIGTERM/SIGINT after a checkpoint) and Ctrl-C: one line, exit :data:`EXIT_INTERRUPTED`.
+    - In a multi-process run, losing another process: one line naming this rank, exit 1.
+    - Anything else is a bug and keeps its traceback. ``--debug`` on the command line shows the traceback always.
+    """
+    from dints.run import signals
+
+    debug = "--debug" in sys.argv[1:]
+    signals.stop_at_once()
     try:
         fn()
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except Interrupted as exc:
+        print(f"interrupted by {exc.signame}: {exc.saved}; rerun the same command to resume", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        sys.exit(130)
+        if debug:
+            raise
+        print("interrupted: finished outputs are kept; rerun the same command to resume", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:
+        message = user_error(exc) or os_error(exc)
+        if message is not None:
+            if debug:
+                raise
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
         from dints.run import dist
 
         d = dist.info()
-        if d.world_size > 1 and lost_peer(exc):
+        if d.world_size > 1 and lost_peer(exc) and not debug:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             print(f"error: rank {d.rank} of {d.world_size}: another process of this run stopped, so this one stops "
                   f"too (the launcher's report names it; rerun the same command to resume): {first}", file=sys.stderr)
             sys.exit(1)
         raise
+    finally:
+        from dints.run import lock
+
+        lock.release_all()
 
 
 class ArchError(UserError, ValueError):

@@ -74,4 +74,10 @@ def read_msd_size(path: str | Path, task: str) -> dict[str, list[int]]:
     table = _read_table(path)
     if task not in table:
         raise DataError(f"{path}: has no entry for task '{task}' (it holds {sorted(table)})")
-    return table[task]
+    entry = table[task]
+    if not isinstance(entry, dict):
+        raise DataError(f"{path}: the entry of task '{task}' must map case file names to [x, y, z] sizes")
+    for name, size in entry.items():
+        if not (isinstance(size, list) and len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size)):
+            raise DataError(f"{path}: size of '{name}' must be 3 positive integers [x, y, z], got {size!r}")
+    return entry

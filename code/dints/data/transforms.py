@@ -18,6 +18,7 @@ from monai.transforms import (
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
+    MapTransform,
     NormalizeIntensityd,
     Orientationd,
     RandCropByLabelClassesd,
@@ -33,6 +34,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from dints.errors import DataError
 from dints.run.settings import DataSettings
 
 IMAGE, LABEL = "image", "label"
@@ -40,6 +42,42 @@ IMAGE, LABEL = "image", "label"
 ROTATE_RAD = 0.3
 #: Cap on the voxel indices kept per class for crop sampling (bounds cache memory on large CT volumes).
 MAX_INDICES_PER_CLASS = 20000
+
+
+class ReadImaged(MapTransform):
+    """``LoadImaged`` one key at a time, so that a file that cannot be read (truncated, corrupt) is named in one
+    line instead of surfacing as a decompression error deep in a DataLoader."""
+
+    def __init__(self, keys: Sequence[str]):
+        super().__init__(keys)
+        self._load = {k: LoadImaged(k, image_only=True) for k in self.keys}
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            try:
+                d = self._load[key](d)
+            except Exception as exc:
+                words = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise DataError(f"{d[key]}: cannot be read as an image ({exc.__class__.__name__}: {words})") from None
+        return d
+
+
+class RequireFinited(MapTransform):
+    """Refuse an image holding NaN or infinite voxels, naming its file: normalisation would spread them over the
+    whole volume, and the network would learn or predict nothing from it. (Constant and all-zero images are fine:
+    normalisation maps them to zeros.)"""
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            bad = ~torch.isfinite(torch.as_tensor(img))
+            if bool(bad.any()):
+                name = getattr(img, "meta", {}).get("filename_or_obj", key)
+                raise DataError(f"{name}: {int(bad.sum())} voxel(s) are NaN or infinite; replace them (for example "
+                                "with the background intensity) before using the image")
+        return d
 
 
 def _normalise(data: DataSettings) -> list:
@@ -50,7 +88,8 @@ def _normalise(data: DataSettings) -> list:
 
 
 def preprocess(data: DataSettings, keys: Sequence[str] = (IMAGE, LABEL)) -> list:
-    """Deterministic preprocessing of ``keys`` (``image`` and optionally ``label``).
+    """Deterministic preprocessing of ``keys`` (``image`` and optionally ``label``). An image with NaN or infinite
+    voxels is refused (:class:`RequireFinited`).
 
     Returns:
         A list of transforms producing float32 ``image`` (C, X, Y, Z) in RAS at ``data.spacing`` (or native
@@ -60,7 +99,8 @@ def preprocess(data: DataSettings, keys: Sequence[str] = (IMAGE, LABEL)) -> list
     keys = list(keys)
     has_label = LABEL in keys
     xs: list = [
-        LoadImaged(keys, image_only=True),
+        ReadImaged(keys),
+        RequireFinited(IMAGE),
         EnsureChannelFirstd(keys),
         Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
     ]

@@ -10,6 +10,7 @@ original grid.
 from __future__ import annotations
 
 import gzip
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -92,12 +93,20 @@ def save_probs(path: str | Path, probs: np.ndarray, affine: np.ndarray, image_pa
     """
     orig_affine, orig_shape = orig if orig is not None else original_grid(image_path)[:2]
 
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, prob=probs.astype(dtype), affine=affine, orig_affine=orig_affine,
-                                orig_shape=np.array(orig_shape), image=str(image_path), **extra)
+    arrays = dict(prob=probs.astype(dtype), affine=affine, orig_affine=orig_affine, orig_shape=np.array(orig_shape),
+                  image=np.array(str(image_path)), **extra)
+    return atomic_write(path, lambda tmp: write_npz(tmp, arrays))
 
-    return atomic_write(path, write)
+
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """What ``np.savez_compressed`` writes, without its time stamps: equal arrays give equal files (a rerun after an
+    interruption rewrites finished cases byte for byte)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with z.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
 
 
 def load_probs(path: str | Path) -> dict:

@@ -74,7 +74,7 @@ def stage_marker(work_root: str | Path, task: str, mem: float, kind: str, fold: 
     if kind in ("retrain", "val", "test") and fold is None:
         raise ValueError(f"{kind}: a fold is needed")
     return {
-        "search": lambda: run / "arch.json",
+        "search": lambda: run / SUMMARY,  # written after arch.json, arch.pth and the pictures
         "retrain": lambda: retrain_dir(run, fold) / SUMMARY,
         "val": lambda: eval_dir(run, "val", fold) / SUMMARY,
         "test": lambda: eval_dir(run, "test", fold) / SUMMARY,

@@ -16,7 +16,7 @@ from dints.data.msd import Task, check_headers, check_labels, volume_shapes
 from dints.data.splits import load_or_create_splits
 from dints.errors import ConfigError
 from dints.io import write_json
-from dints.run import dist, layout
+from dints.run import dist, layout, lock
 from dints.run.runlog import setup_logging
 
 
@@ -46,6 +46,15 @@ class StageContext:
     run_dir: Path
     device: torch.device
     logger: logging.Logger
+    record: dict[str, Any]
+    stage: str
+
+    def record_config(self) -> None:
+        """Write ``config_<stage>.json`` (rank 0): once the stage's checks have passed, so that a refused run never
+        overwrites the record of the run that made the folder's results."""
+        if dist.info().is_main:
+            write_json(self.run_dir / f"config_{self.stage}.json", {"config": self.record, "environment": environment()})
+        dist.barrier()
 
 
 def environment() -> dict:
@@ -68,8 +77,8 @@ def prepare(task: Task, run_dir: Path, log_name: str, *, work_root: str, fold: i
             device: str, record: dict[str, Any], stage: str) -> StageContext:
     """Start logging, validate the task's files, load or make the splits, record the configuration.
 
-    Call :func:`init_processes` first. Nothing is written before the data checks pass, except the run folder and
-    its log.
+    Call :func:`init_processes` first. Nothing is written before the data checks pass, except the run folder, its
+    lock and its log; the stage calls :meth:`StageContext.record_config` once its own checks have passed too.
 
     Args:
         task: the task, loaded and checked against the options at the stage's edge.
@@ -88,9 +97,10 @@ def prepare(task: Task, run_dir: Path, log_name: str, *, work_root: str, fold: i
     """
     d = dist.info()
     dev = resolve_device(device)  # first: NCCL's collectives below need each rank on its own GPU
-    if d.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    notes = dist.on_main(lambda: lock_run(run_dir))  # one run per folder: refuse before touching anything in it
     logger = setup_logging(run_dir / log_name if d.is_main else None)
+    for note in notes:
+        logger.warning("%s", note)
     logger.info("task %s: %d training cases, %d test images, %d channel(s), %d classes",
                 task.name, len(task.training), len(task.test), task.in_channels, task.num_classes)
     tdir = layout.task_dir(work_root, task.name)
@@ -101,10 +111,13 @@ def prepare(task: Task, run_dir: Path, log_name: str, *, work_root: str, fold: i
         return load_or_create_splits(tdir / "splits.json", task.case_ids, num_folds, seed, task.name)
 
     folds = dist.on_main(check_and_split)
-    if d.is_main:
-        write_json(run_dir / f"config_{stage}.json", {"config": record, "environment": environment()})
-    dist.barrier()
-    return StageContext(task, folds[fold]["train"], folds[fold]["val"], run_dir, dev, logger)
+    return StageContext(task, folds[fold]["train"], folds[fold]["val"], run_dir, dev, logger, record, stage)
+
+
+def lock_run(run_dir: Path) -> list[str]:
+    """Create ``run_dir`` and hold its lock (:mod:`dints.run.lock`) for the rest of the stage; returns its notes."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return lock.acquire(run_dir).notes
 
 
 def check_patch(patch_size: Sequence[int], levels: int, use_downsample: bool, option: str,

@@ -31,8 +31,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(path: str | Path, **state: Any) -> Path:
-    """Write a checkpoint atomically. Modules and optimisers are stored by their ``state_dict()``."""
+def previous(path: str | Path) -> Path:
+    """Where :func:`save` keeps the checkpoint it replaces: ``latest.pt`` -> ``latest.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save(path: str | Path, keep_previous: bool = False, **state: Any) -> Path:
+    """Write a checkpoint atomically. Modules and optimisers are stored by their ``state_dict()``.
+
+    Args:
+        keep_previous: move the checkpoint being replaced to :func:`previous` (the fallback when the new one turns
+            out unreadable).
+    """
     out = {}
     for k, v in state.items():
         if isinstance(v, torch.nn.Module):
@@ -41,22 +52,30 @@ def save(path: str | Path, **state: Any) -> Path:
             v = v.state_dict()
         out[k] = v
     out["rng"] = rng_state()
-    return save_torch(path, out)
+    return save_torch(path, out, keep=previous(path) if keep_previous else None)
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load(path: str | Path, map_location: str | torch.device = "cpu", required: tuple[str, ...] = ()) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save`.
 
+    Args:
+        required: keys the checkpoint must hold.
+
     Raises:
-        UserError: the file is missing or unreadable (naming it).
+        UserError: the file is missing, unreadable or not such a checkpoint (naming it).
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # truncated or foreign file
-        raise UserError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}: {exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}: {first})") from None
+    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise UserError(f"checkpoint {path} is not a checkpoint of this program (it lacks {', '.join(missing)})")
+    return state
 
 
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], keys: list[str], path: Path) -> None:
@@ -79,8 +98,15 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], keys: list[
             )
 
 
+#: What every checkpoint of a training loop holds.
+RESUME_KEYS = ("iteration", "config", "history", "rng")
+
+
 def load_for_resume(path: Path, resume: str, current: dict[str, Any], keys: list[str], log) -> dict[str, Any] | None:
     """The checkpoint a run continues from; None to start afresh.
+
+    ``latest.pt`` is read; when it is missing or unreadable but the checkpoint it replaced (``latest.prev.pt``) is
+    good, that one is used, with a warning. An unreadable checkpoint never leads to a silent fresh start.
 
     Args:
         path: ``latest.pt``.
@@ -90,15 +116,26 @@ def load_for_resume(path: Path, resume: str, current: dict[str, Any], keys: list
         log: logger.
 
     Raises:
-        UserError: ``--resume yes`` without a checkpoint, or a checkpoint written with other options.
+        UserError: ``--resume yes`` without a checkpoint, no readable checkpoint where one exists, or a checkpoint
+            written with other options.
     """
-    path = Path(path)
-    if resume == "yes" and not path.is_file():
+    path, prev = Path(path), previous(path)
+    exists = path.is_file() or prev.is_file()
+    if resume == "yes" and not exists:
         raise UserError(f"--resume yes: {path} does not exist")
-    if resume == "no" or not path.is_file():
-        if path.is_file():
+    if resume == "no" or not exists:
+        if exists:
             log.info("--resume no: starting afresh (%s will be overwritten)", path)
         return None
-    state = load(path)
+    try:
+        state = load(path, required=RESUME_KEYS)
+    except UserError as exc:
+        try:
+            state = load(prev, required=RESUME_KEYS)
+        except UserError:
+            raise UserError(f"{exc}, and there is no readable previous checkpoint {prev.name}; move the files away "
+                            "or pass --resume no to start afresh") from None
+        log.warning("%s; resuming from the previous checkpoint %s (iteration %d) instead", exc, prev,
+                    state["iteration"])
     check_compatible(state["config"], current, keys, path)
     return state

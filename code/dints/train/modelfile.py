@@ -58,5 +58,10 @@ def load_trained(path: str | Path, device: torch.device,
         raise UserError(f"{path} is not a retrained-model checkpoint (written by retrain.py)")
     arch = Arch.from_dict(state["arch"], source=str(path))
     net = build_network(arch, state["in_channels"], state["num_classes"], state["channel_mul"])
-    net.load_state_dict(state["model"])
+    try:
+        net.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise UserError(f"{path}: its weights do not fit the network its own facts describe (in_channels "
+                        f"{state['in_channels']}, num_classes {state['num_classes']}, its arch): "
+                        f"{str(exc).strip().splitlines()[0]}; was the file edited?") from None
     return net.to(device).eval(), state

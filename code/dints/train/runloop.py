@@ -22,10 +22,11 @@ from typing import Any, Callable
 
 import torch
 
-from dints.errors import UserError
+from dints.errors import Interrupted, UserError
 from dints.io import write_csv
-from dints.run import dist
+from dints.run import dist, faults
 from dints.run.settings import LoopSettings
+from dints.run.signals import StopRequest
 from dints.train import checkpoint
 
 #: Consecutive non-finite steps tolerated before a run stops.
@@ -103,6 +104,7 @@ class RunLoop:
         self.start, self.history, self.best, self.best_iteration = 0, [], -1.0, -1
         self.seconds, self.iterations_run = 0.0, 0
         self.replica_digests: list[str] = []
+        self.saved_iteration: int | None = None  # the iteration latest.pt holds
 
     def resume(self, mode: str, keys: list[str]) -> dict[str, Any] | None:
         """Load ``latest.pt`` following ``--resume``; restore the objects, RNG states, position, history and best.
@@ -120,17 +122,29 @@ class RunLoop:
         if state is None:
             return None
         for key, obj in self.objects.items():
-            obj.load_state_dict(state[key])
+            if key not in state:
+                raise UserError(f"checkpoint {self.latest} holds no '{key}'; it was not written by this stage: move "
+                                "it away or pass --resume no to start afresh")
+            try:
+                obj.load_state_dict(state[key])
+            except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+                first = str(exc).strip().splitlines()[0]
+                raise UserError(f"checkpoint {self.latest}: its '{key}' does not fit this run ({first}); was it "
+                                "written for another architecture? Move it away or pass --resume no to start "
+                                "afresh") from None
         checkpoint.set_rng_state(state["rng"])
-        self.start, self.history = state["iteration"], state["history"]
+        self.start, self.history, self.saved_iteration = state["iteration"], state["history"], state["iteration"]
         self.best, self.best_iteration = state.get("best_dice", -1.0), state.get("best_iteration", -1)
         self.log.info("resumed from %s at iteration %d", self.latest, self.start)
         return state
 
     def _save(self, path: Path, it: int, extra: Callable[[], dict[str, Any]]) -> None:
-        if dist.info().is_main:
-            checkpoint.save(path, **self.objects, **extra(), iteration=it, history=self.history, best_dice=self.best,
-                            best_iteration=self.best_iteration, config=self.config)
+        if dist.info().is_main:  # latest.pt keeps the one it replaces, the fallback should the new one be unreadable
+            checkpoint.save(path, keep_previous=path == self.latest, **self.objects, **extra(), iteration=it,
+                            history=self.history, best_dice=self.best, best_iteration=self.best_iteration,
+                            config=self.config)
+        if path == self.latest:
+            self.saved_iteration = it
 
     def run(self, step: Callable[[int], Step], validate: Callable[[int], Validation],
             extra: Callable[[], dict[str, Any]], log_scalars: Callable[[int], dict[str, float]] | None = None) -> None:
@@ -156,27 +170,40 @@ class RunLoop:
         bar = tqdm(range(self.start, s.iters), initial=self.start, total=s.iters, desc=self.desc, disable=not main,
                    dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
         bad, t0 = 0, time.perf_counter()
-        for it in bar:
-            out = step(it)
-            bad = 0 if out.ok else bad + 1
-            if not out.ok:
-                self.log.warning("iteration %d: non-finite loss, step skipped (%d in a row)", it, bad)
-                if bad >= MAX_BAD_STEPS:
-                    raise UserError(f"the loss was not finite for {bad} consecutive iterations (last {it}); "
-                                    f"{self.hint}, or check the data")
-            if writer is not None and (it % s.log_interval == 0 or it == s.iters - 1):
-                scalars = dict(out.scalars)
-                if log_scalars is not None:
-                    with torch.no_grad():
-                        scalars.update(log_scalars(it))
-                for k, v in scalars.items():
-                    writer.add_scalar(k, v, it)
-            bar.set_postfix(out.postfix, refresh=False)
-            done = it + 1
-            if (s.val_interval and done % s.val_interval == 0) or done == s.iters:
-                self._validate(done, validate, extra, writer)
-            if done % s.ckpt_interval == 0 or done == s.iters:
-                self._save(self.latest, done, extra)
+        with StopRequest(self.log) as stop:
+            for it in bar:
+                faults.on_iteration(it)
+                out = step(it)
+                bad = 0 if out.ok else bad + 1
+                if not out.ok:
+                    self.log.warning("iteration %d: non-finite loss, step skipped (%d in a row)", it, bad)
+                    if bad >= MAX_BAD_STEPS:
+                        kept = (f"{self.latest} holds iteration {self.saved_iteration}, from before the fault"
+                                if self.saved_iteration is not None else "no checkpoint was written yet")
+                        raise UserError(f"the loss was not finite for {bad} consecutive iterations (last {it}); "
+                                        f"{kept}; {self.hint}, or check the data")
+                if writer is not None and (it % s.log_interval == 0 or it == s.iters - 1):
+                    scalars = dict(out.scalars)
+                    if log_scalars is not None:
+                        with torch.no_grad():
+                            scalars.update(log_scalars(it))
+                    for k, v in scalars.items():
+                        writer.add_scalar(k, v, it)
+                bar.set_postfix(out.postfix, refresh=False)
+                done = it + 1
+                if (s.val_interval and done % s.val_interval == 0) or done == s.iters:
+                    self._validate(done, validate, extra, writer)
+                if done % s.ckpt_interval == 0 or done == s.iters:
+                    self._save(self.latest, done, extra)
+                signame = stop.agreed()
+                if signame is not None:
+                    if self.saved_iteration != done:
+                        self._save(self.latest, done, extra)
+                    bar.close()
+                    if writer is not None:
+                        writer.close()
+                    dist.barrier()  # rank 0's checkpoint is on disk before any rank exits
+                    raise Interrupted(signame, f"checkpoint {self.latest} holds iteration {done} of {s.iters}")
         bar.close()
         if writer is not None:
             writer.close()

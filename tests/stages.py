@@ -1,0 +1,64 @@
+"""Run a stage's command line in this process, as a user would see it: through ``cli_main``, with its exit status
+and what it printed on stderr. Faster than a subprocess (no second import of torch and MONAI) and the same code
+path: ``cli_main`` is what turns errors into one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--blocks", "2", "--levels", "2", "--patch_size", "16", "16", "16", "--spacing", "4", "4", "4",
+        "--channel_mul", "0.25", "--path_num", "3", "--iters", "8", "--warmup_iters", "4", "--val_interval", "4",
+        "--ckpt_interval", "2", "--sw_batch_size", "8"]
+_modules: dict[str, object] = {}
+
+
+def module(script: str):
+    """``code/<script>.py`` as a module (loaded once, under a name that cannot clash with ``test``)."""
+    if script not in _modules:
+        spec = importlib.util.spec_from_file_location(f"stage_{script}", ROOT / "code" / f"{script}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _modules[script] = mod
+    return _modules[script]
+
+
+@dataclass
+class Result:
+    code: int
+    err: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.startswith("error:")]
+
+
+def run(script: str, argv: list[str], capfd, env: dict[str, str] | None = None) -> Result:
+    """Run ``code/<script>.py argv`` through ``cli_main``; returns the exit status and stderr."""
+    from dints.errors import cli_main
+    from dints.run import faults
+
+    mod = module(script)
+    old_argv, old_env = sys.argv, dict(os.environ)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    sys.argv = [f"{script}.py", *argv]
+    os.environ.update(env or {})
+    capfd.readouterr()
+    faults._counts.clear()
+    code = 0
+    try:
+        cli_main(lambda: mod.main(argv))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old_argv
+        os.environ.clear()
+        os.environ.update(old_env)
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    return Result(code, capfd.readouterr().err)

@@ -1,0 +1,313 @@
+"""The catalogue of bad inputs (docs/reliability.md): each malformed input, the one line it must produce, and proof
+that the finished run beside it is untouched.
+
+A finished tiny run (search, retrain fold 0, stages 3-6) is made once. Each case breaks one input — in a private
+copy of the data, a scratch file, or an option — runs one stage as a user would (through ``cli_main``) and checks:
+a non-zero exit status, exactly one ``error:`` line matching the expected words, no traceback, and every file of
+the run (outside its logs, which record the attempt, and its lock) byte-for-byte as before.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+import stages
+from stages import FAST, ROOT
+
+pytestmark = pytest.mark.slow  # runs every stage in-process: about a minute
+TASK = "Task99_Demo"
+RUN = f"search-bilevel-ent-mem0.8-{TASK}"
+TINY = str(ROOT / "configs" / "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def finished(demo_root, tmp_path_factory) -> Path:
+    """A work root holding a finished run: search, fold 0 retrained, validated and inferred, fused, resampled."""
+    work = tmp_path_factory.mktemp("finished")
+    base = ["--config", TINY, "--data_root", str(demo_root), "--task", TASK, "--work_root", str(work), *FAST]
+    stages.module("search").main(base)
+    stages.module("retrain").main(base)
+    stages.module("test").main([*base, "--split", "val"])
+    stages.module("test").main([*base, "--split", "test"])
+    stages.module("fuse").main([*base, "--folds", "0"])
+    stages.module("fuse").main([*base, "--folds", "0", "--resample", "1"])
+    from dints.run import lock
+
+    lock.release_all()
+    assert (work / RUN / "final_summary.json").is_file()
+    return work
+
+
+def snapshot(work: Path) -> dict[str, bytes]:
+    """Every file of the run and the task's splits, by content (logs and the lock excepted)."""
+    out = {}
+    for p in sorted([*(work / RUN).rglob("*"), work / TASK / "splits.json"]):
+        if p.is_file() and p.suffix != ".log" and p.name != ".lock":
+            out[str(p.relative_to(work))] = p.read_bytes()
+    return out
+
+
+@dataclass
+class Env:
+    """What a case may break: a private copy of the data, scratch space, the finished run."""
+
+    data: Path  # data root (a private copy when the case breaks data)
+    work: Path  # the finished run's work root
+    tmp: Path  # scratch
+    demo_root: Path
+
+    @property
+    def task(self) -> Path:
+        return self.data / TASK
+
+    def dataset(self) -> dict:
+        return json.loads((self.task / "dataset.json").read_text())
+
+    def write_dataset(self, d: dict) -> None:
+        (self.task / "dataset.json").write_text(json.dumps(d))
+
+    def image(self, i: int = 0, split: str = "Tr") -> Path:
+        return self.task / f"images{split}" / sorted(p.name for p in (self.task / f"images{split}").iterdir())[i]
+
+    def label(self, i: int = 0) -> Path:
+        return self.task / "labelsTr" / self.image(i).name
+
+    def rewrite(self, path: Path, fn: Callable[[np.ndarray], np.ndarray], affine=None) -> None:
+        img = nib.load(str(path))
+        arr = fn(np.asarray(img.dataobj))
+        out = nib.Nifti1Image(arr, img.affine if affine is None else affine)
+        out.set_data_dtype(arr.dtype)
+        nib.save(out, str(path))
+
+    def file(self, name: str, content: str | bytes) -> Path:
+        p = self.tmp / name
+        p.write_bytes(content.encode() if isinstance(content, str) else content)
+        return p
+
+    def arch(self, **change) -> Path:
+        d = json.loads((self.work / RUN / "arch.json").read_text())
+        d.update(change)
+        return self.file("arch.json", json.dumps(d))
+
+    def best(self) -> dict:
+        return torch.load(self.work / RUN / "retrain-fold0" / "best.pt", weights_only=False)
+
+    def model_of(self, **counts) -> dict:
+        """best.pt as if trained on a task with other channel/class counts (a consistent checkpoint)."""
+        from dints.space.archfile import Arch
+        from dints.train.modelfile import build_network
+
+        state = {**self.best(), **counts}
+        net = build_network(Arch.from_dict(state["arch"]), state["in_channels"], state["num_classes"],
+                            state["channel_mul"])
+        return {**state, "model": net.state_dict()}
+
+
+@dataclass
+class Case:
+    id: str
+    script: str  # search, retrain, test, fuse
+    words: str  # a regular expression the error line must match
+    setup: Callable[[Env], list[str]] = lambda e: []  # breaks something; returns extra arguments
+    data: bool = False  # the case breaks the data: give it a private copy
+    env: dict | None = None
+
+
+def _args(*a):
+    return lambda e: list(a)
+
+
+CASES = [
+    # ---------------------------------------------------------------- dataset.json and NIfTI files
+    Case("dataset.json missing", "search", r"dataset\.json does not exist",
+         lambda e: (e.task / "dataset.json").unlink() or [], data=True),
+    Case("dataset.json not JSON", "search", r"dataset\.json: not valid JSON",
+         lambda e: (e.task / "dataset.json").write_text("{'training': [") or [], data=True),
+    Case("dataset.json without training", "search", r"dataset\.json: missing key 'training'",
+         lambda e: e.write_dataset({k: v for k, v in e.dataset().items() if k != "training"}) or [], data=True),
+    Case("labels keys not integers", "search", r"keys of 'labels' must be integers",
+         lambda e: e.write_dataset({**e.dataset(), "labels": {"a": "background", "b": "organ"}}) or [], data=True),
+    Case("training case listed twice", "search", r"training case 'demo_000' is listed twice",
+         lambda e: e.write_dataset({**e.dataset(), "training": e.dataset()["training"] * 2}) or [], data=True),
+    Case("image file missing", "search", r"imagesTr/demo_000\.nii\.gz does not exist",
+         lambda e: e.image(0).unlink() or [], data=True),
+    Case("label file missing", "search", r"labelsTr/demo_000\.nii\.gz does not exist",
+         lambda e: e.label(0).unlink() or [], data=True),
+    Case("image unreadable", "search", r"demo_000\.nii\.gz: cannot be read as NIfTI",
+         lambda e: e.image(0).write_bytes(b"not an image at all" * 10) or [], data=True),
+    Case("image empty", "search", r"demo_000\.nii\.gz: cannot be read as NIfTI",
+         lambda e: e.image(0).write_bytes(b"") or [], data=True),
+    Case("image truncated", "search", r"demo_00\d\.nii\.gz: cannot be read as an image",
+         lambda e: [e.image(i).write_bytes(e.image(i).read_bytes()[:2000]) for i in range(10)] and [], data=True),
+    Case("image 2-D", "search", r"demo_000\.nii\.gz: expected a 3-D or 4-D image",
+         lambda e: e.rewrite(e.image(0), lambda a: a[:, :, 0]) or [], data=True),
+    Case("image with 2 channels, 1 declared", "search", r"demo_000\.nii\.gz: has 2 channel\(s\) but dataset\.json "
+         r"'modality' declares 1",
+         lambda e: e.rewrite(e.image(0), lambda a: np.stack([a, a], -1)) or [], data=True),
+    Case("label shape differs", "search", r"labelsTr/demo_000\.nii\.gz: shape .* differs from its image",
+         lambda e: e.rewrite(e.label(0), lambda a: a[:-2]) or [], data=True),
+    Case("label affine differs", "search", r"labelsTr/demo_000\.nii\.gz: affine differs from its image",
+         lambda e: e.rewrite(e.label(0), lambda a: a, affine=np.diag([3.0, 3.0, 3.0, 1.0])) or [], data=True),
+    Case("label 4-D", "search", r"labelsTr/demo_000\.nii\.gz: expected a 3-D label map",
+         lambda e: e.rewrite(e.label(0), lambda a: np.stack([a, a], -1)) or [], data=True),
+    Case("label value out of range", "search", r"labelsTr/demo_000\.nii\.gz: .*\b7\b",
+         lambda e: e.rewrite(e.label(0), lambda a: np.where(a == 2, 7, a).astype(np.uint8)) or [], data=True),
+    Case("label not integer", "search", r"labelsTr/demo_000\.nii\.gz: label values must be integers",
+         lambda e: e.rewrite(e.label(0), lambda a: np.where(a == 2, 1.5, a).astype(np.float32)) or [], data=True),
+    Case("test image missing", "test", r"dataset\.json: test image file .*imagesTs/demo_010\.nii\.gz does not exist",
+         lambda e: e.image(0, "Ts").unlink() or ["--split", "test"], data=True),
+    Case("NaN voxels in a training image", "search", r"demo_00\d\.nii\.gz: \d+ voxel\(s\) are NaN or infinite",
+         lambda e: [e.rewrite(e.image(i), lambda a: np.where(a > 100, np.nan, a).astype(np.float32))
+                    for i in range(10)] and [], data=True),
+    Case("infinite voxels in a test image", "test", r"demo_010\.nii\.gz: \d+ voxel\(s\) are NaN or infinite",
+         lambda e: e.rewrite(e.image(0, "Ts"), lambda a: np.where(a > 100, np.inf, a).astype(np.float32))
+         or ["--split", "test"], data=True),
+    # ---------------------------------------------------------------- options and presets
+    Case("preset missing", "search", r"--config: preset file '.*nowhere\.yaml' does not exist",
+         lambda e: ["--config", str(e.tmp / "nowhere.yaml")]),
+    Case("preset is a folder", "search", r"--config: preset '.*' is a folder", lambda e: ["--config", str(e.tmp)]),
+    Case("preset not YAML", "search", r"bad\.yaml: not valid YAML",
+         lambda e: ["--config", str(e.file("bad.yaml", "iters: [1, 2\nblocks: 3"))]),
+    Case("preset not a mapping", "search", r"list\.yaml: expected a mapping",
+         lambda e: ["--config", str(e.file("list.yaml", "- iters\n- 3\n"))]),
+    Case("preset unknown key", "search", r"unknown\.yaml: unknown option 'iterations'",
+         lambda e: ["--config", str(e.file("unknown.yaml", "iterations: 3\n"))]),
+    Case("preset wrong type", "search", r"type\.yaml: option 'iters' expects int, got 'ten'",
+         lambda e: ["--config", str(e.file("type.yaml", "iters: ten\n"))]),
+    Case("preset section not a mapping", "search", r"section\.yaml: section 'search' must be a mapping",
+         lambda e: ["--config", str(e.file("section.yaml", "search: 3\n"))]),
+    Case("option not a number", "search", r"argument --iters: invalid int value: 'ten'", _args("--iters", "ten")),
+    Case("unknown option", "search", r"unrecognized arguments: --iterations", _args("--iterations", "3")),
+    Case("option out of range", "search", r"--mem must be in \(0, 1\], got 1\.5", _args("--mem", "1.5")),
+    Case("fold out of range", "retrain", r"--fold must be in 0\.\.4, got 7", _args("--fold", "7")),
+    Case("warmup longer than the search", "search", r"--warmup_iters \(9\) exceeds --iters \(8\)",
+         _args("--warmup_iters", "9")),
+    Case("patch not divisible", "search", r"--patch_size \[16, 16, 12\]: every side must be divisible by .* = 8",
+         _args("--patch_size", "16", "16", "12")),
+    Case("class count disagrees with dataset.json", "search", r"--num_classes is 4 but .*dataset\.json 'labels' "
+         r"declares 3", _args("--num_classes", "4")),
+    Case("task folder missing", "search", r"task folder .*Task98_None does not exist", _args("--task", "Task98_None")),
+    Case("work_root is a file", "search", r"--work_root .*afile: is a file, not a folder",
+         lambda e: ["--work_root", str(e.file("afile", "x"))]),
+    Case("work_root inside a file", "search", r"--work_root .*afile/work: lies inside .*afile, which is a file",
+         lambda e: ["--work_root", str(e.file("afile", "x") / "work")]),
+    Case("data_root is a file", "search", r"--data_root .*afile: is a file, not a folder",
+         lambda e: ["--data_root", str(e.file("afile", "x"))]),
+    Case("resume yes without a checkpoint", "search", r"--resume yes: .*latest\.pt does not exist",
+         lambda e: ["--work_root", str(e.tmp / "fresh"), "--resume", "yes"]),
+    Case("resume with a changed option", "search", r"latest\.pt was written with --base_lr 0\.025 but this run has "
+         r"0\.5", _args("--base_lr", "0.5")),
+    # ---------------------------------------------------------------- architecture files
+    Case("arch missing", "retrain", r"architecture file .*none\.json does not exist",
+         lambda e: ["--arch", str(e.tmp / "none.json")]),
+    Case("arch is a folder", "retrain", r"--arch .*: is a folder, expected a file", lambda e: ["--arch", str(e.tmp)]),
+    Case("arch not JSON", "retrain", r"arch\.json.*(JSON|json)", lambda e: ["--arch", str(e.file("arch.json", "{"))]),
+    Case("arch codes of the wrong shape", "retrain", r"arch\.json.*arch_code_a",
+         lambda e: ["--arch", str(e.arch(arch_code_a=[[1, 1, 1, 1]]))]),
+    Case("arch node_a inconsistent", "retrain", r"arch\.json.*node_a",
+         lambda e: ["--arch", str(e.arch(node_a=[[1, 0], [0, 1], [1, 0]]))]),
+    Case("arch op index out of range", "retrain", r"arch\.json.*arch_code_c.*(range|0\.\.4|index)",
+         lambda e: ["--arch", str(e.arch(arch_code_c=[[9, 0, 0, 0], [0, 0, 0, 0]]))]),
+    Case("arch levels differ from the configuration", "retrain", r"--levels is 3 but the architecture .* has 2 levels",
+         lambda e: ["--arch", str(e.arch()), "--levels", "3", "--path_num", "2"]),
+    Case("MONAI .pth holding something else", "retrain", r"other\.pth",
+         lambda e: torch.save({"state_dict": {"w": torch.zeros(3)}}, e.tmp / "other.pth") or
+         ["--arch", str(e.tmp / "other.pth")]),
+    # ---------------------------------------------------------------- checkpoints
+    Case("checkpoint missing", "test", r"checkpoint .*none\.pt does not exist",
+         lambda e: ["--split", "val", "--checkpoint", str(e.tmp / "none.pt")]),
+    Case("checkpoint truncated", "test", r"checkpoint .*cut\.pt cannot be read",
+         lambda e: ["--split", "val", "--checkpoint", str(e.file(
+             "cut.pt", (e.work / RUN / "retrain-fold0" / "best.pt").read_bytes()[:5000]))]),
+    Case("checkpoint of something else", "test", r"foreign\.pt is not a retrained-model checkpoint",
+         lambda e: torch.save({"a": 1}, e.tmp / "foreign.pt") or
+         ["--split", "val", "--checkpoint", str(e.tmp / "foreign.pt")]),
+    Case("checkpoint of another task's classes", "test", r"two\.pt was trained with num_classes 2 but the task has 3",
+         lambda e: torch.save(e.model_of(num_classes=2), e.tmp / "two.pt") or
+         ["--split", "val", "--checkpoint", str(e.tmp / "two.pt")]),
+    Case("checkpoint of another task's channels", "test", r"four\.pt was trained with in_channels 4 but the task has 1",
+         lambda e: torch.save(e.model_of(in_channels=4), e.tmp / "four.pt") or
+         ["--split", "val", "--checkpoint", str(e.tmp / "four.pt")]),
+    Case("checkpoint edited", "test", r"edited\.pt: its weights do not fit the network",
+         lambda e: torch.save({**e.best(), "num_classes": 5}, e.tmp / "edited.pt") or
+         ["--split", "val", "--checkpoint", str(e.tmp / "edited.pt")]),
+    Case("latest.pt of another architecture", "retrain", r"latest\.pt: its 'model' does not fit this run",
+         lambda e: ["--arch", str(e.arch(arch_code_c=[[1, 1, 1, 1], [1, 1, 1, 1]]))]),
+    # ---------------------------------------------------------------- msd_size.json and fusing
+    Case("msd_size.json missing", "fuse", r"msd_size.*none\.json",
+         lambda e: ["--resample", "1", "--folds", "0", "--msd_size", str(e.tmp / "none.json")]),
+    Case("msd_size.json not JSON", "fuse", r"sizes\.json.*JSON",
+         lambda e: ["--resample", "1", "--folds", "0", "--msd_size", str(e.file("sizes.json", "{"))]),
+    Case("msd_size.json missing a test case", "fuse", r"sizes\.json: case 'demo_011\.nii\.gz' of task Task99_Demo "
+         r"is missing", lambda e: ["--resample", "1", "--folds", "0", "--msd_size", str(e.file("sizes.json", json.dumps(
+             {TASK: {"demo_010.nii.gz": list(nib.load(str(e.image(0, "Ts"))).shape)}})))]),
+    Case("msd_size.json size not a 3-vector", "fuse", r"sizes\.json.*demo_010\.nii\.gz.*3",
+         lambda e: ["--resample", "1", "--folds", "0", "--msd_size", str(e.file("sizes.json", json.dumps(
+             {TASK: {"demo_010.nii.gz": [10, 10], "demo_011.nii.gz": [10, 10, 10]}})))]),
+    Case("msd_size.json size disagrees with the image", "fuse", r"sizes\.json: size \[10, 10, 10\] of "
+         r"'demo_010\.nii\.gz' disagrees with the original image", lambda e: [
+             "--resample", "1", "--folds", "0", "--msd_size", str(e.file("sizes.json", json.dumps(
+                 {TASK: {f"demo_01{i}.nii.gz": [10, 10, 10] for i in (0, 1)}})))]),
+    Case("a test image no fold predicted", "fuse", r"demo_010: no fold has test probabilities", _args("--folds", "3")),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_gives_one_line_and_leaves_the_run_alone(case, finished, demo_root, tmp_path, capfd):
+    data = demo_root
+    if case.data:
+        data = tmp_path / "data"
+        shutil.copytree(demo_root / TASK, data / TASK)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = Env(data, finished, scratch, demo_root)
+    extra = case.setup(env)
+    extra = extra if isinstance(extra, list) else []  # a setup that only breaks something returns what it did
+    before = snapshot(finished)
+    argv = ["--config", TINY, "--data_root", str(data), "--task", TASK, "--work_root", str(finished), *FAST, *extra]
+    r = stages.run(case.script, argv, capfd, env=case.env)
+    print(f"{case.id} -> {r.error_lines}")  # the catalogue, as the closing note quotes it (pytest -s shows it)
+    assert r.code == 2, r.err[-3000:]
+    assert "Traceback" not in r.err, r.err[-3000:]
+    assert len(r.error_lines) == 1, r.err[-3000:]
+    assert re.search(case.words, r.error_lines[0]), r.error_lines[0]
+    after = snapshot(finished)
+    assert after.keys() == before.keys() and all(after[k] == before[k] for k in before), \
+        [k for k in before if after.get(k) != before[k]] + sorted(set(after) - set(before))
+
+
+def test_debug_shows_the_traceback(finished, demo_root, capfd):
+    argv = ["--config", TINY, "--data_root", str(demo_root), "--task", "Task98_None", "--work_root", str(finished),
+            *FAST, "--debug"]
+    with pytest.raises(Exception, match="Task98_None does not exist"):
+        stages.run("search", argv, capfd)
+
+
+def test_disk_full_during_a_checkpoint_keeps_the_previous_one(finished, demo_root, tmp_path, capfd):
+    """A full disk while writing latest.pt (simulated: the write fails half-way) stops the run in one line; the
+    previous latest.pt is intact and the rerun resumes from it."""
+    work = tmp_path / "work"
+    shutil.copytree(finished, work)
+    argv = ["--config", TINY, "--data_root", str(demo_root), "--task", TASK, "--work_root", str(work), *FAST,
+            "--fold", "1"]
+    r = stages.run("retrain", argv, capfd, env={"DINTS_FAULT": "enospc:retrain-fold1/latest.pt:2"})
+    print(f"disk full during a checkpoint write -> {r.error_lines}")
+    assert r.code == 2 and len(r.error_lines) == 1 and "Traceback" not in r.err, r.err[-3000:]
+    assert "cannot write" in r.error_lines[0] and "latest.pt: No space left on device; the previous latest.pt is " \
+           "kept; free some space and rerun the same command" in r.error_lines[0]
+    fold = work / RUN / "retrain-fold1"
+    assert torch.load(fold / "latest.pt", weights_only=False)["iteration"] == 2
+    assert not list(fold.glob(".*.tmp"))
+    r = stages.run("retrain", argv, capfd)
+    assert r.code == 0, r.err[-3000:]
+    assert "resumed from" in r.err and (fold / "summary.json").is_file()
