@@ -89,6 +89,19 @@ class Env:
         out.set_data_dtype(arr.dtype)
         nib.save(out, str(path))
 
+    def unwritable(self) -> Path:
+        """A folder this process cannot write: read-only by its mode, or (as root, who ignores modes) /sys."""
+        folder = self.tmp / "readonly"
+        folder.mkdir()
+        folder.chmod(0o555)
+        for candidate in (folder, Path("/sys/dints-unwritable")):
+            try:
+                (candidate / "probe").mkdir(parents=True)
+            except OSError:
+                return candidate
+            shutil.rmtree(candidate / "probe")
+        pytest.skip("no folder here refuses writes")
+
     def file(self, name: str, content: str | bytes) -> Path:
         p = self.tmp / name
         p.write_bytes(content.encode() if isinstance(content, str) else content)
@@ -201,6 +214,8 @@ CASES = [
          lambda e: ["--work_root", str(e.file("afile", "x"))]),
     Case("work_root inside a file", "search", r"--work_root .*afile/work: lies inside .*afile, which is a file",
          lambda e: ["--work_root", str(e.file("afile", "x") / "work")]),
+    Case("work_root not writable", "search", r"(is not writable|Permission denied|Operation not permitted)",
+         lambda e: ["--work_root", str(e.unwritable() / "work")]),
     Case("data_root is a file", "search", r"--data_root .*afile: is a file, not a folder",
          lambda e: ["--data_root", str(e.file("afile", "x"))]),
     Case("resume yes without a checkpoint", "search", r"--resume yes: .*latest\.pt does not exist",
@@ -311,3 +326,71 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(finished, demo_roo
     r = stages.run("retrain", argv, capfd)
     assert r.code == 0, r.err[-3000:]
     assert "resumed from" in r.err and (fold / "summary.json").is_file()
+
+
+def _nan_after(calls: set[int] | range):
+    """seg_loss_fn whose loss is NaN on the given calls (0-based), as a numerical fault in training would be."""
+    from dints.train.losses import seg_loss_fn
+
+    def factory():
+        fn, n = seg_loss_fn(), [0]
+
+        def loss(logits, y):
+            out = fn(logits, y)
+            n[0] += 1
+            return out * float("nan") if n[0] - 1 in calls else out
+
+        return loss
+
+    return factory
+
+
+def test_a_non_finite_loss_is_skipped_with_a_warning(finished, demo_root, tmp_path, capfd, monkeypatch):
+    work = tmp_path / "work"
+    shutil.copytree(finished, work)
+    monkeypatch.setattr(stages.module("retrain"), "seg_loss_fn", _nan_after({3}))
+    argv = ["--config", TINY, "--data_root", str(demo_root), "--task", TASK, "--work_root", str(work), *FAST,
+            "--fold", "1"]
+    r = stages.run("retrain", argv, capfd)
+    assert r.code == 0, r.err[-3000:]
+    warned = [ln for ln in r.err.splitlines() if "non-finite loss, step skipped" in ln]
+    print(warned)
+    assert len(warned) == 1 and "iteration 3:" in warned[0]
+    state = torch.load(work / RUN / "retrain-fold1" / "best.pt", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_repeated_non_finite_losses_stop_with_a_checkpoint_from_before(finished, demo_root, tmp_path, capfd,
+                                                                       monkeypatch):
+    work = tmp_path / "work"
+    shutil.copytree(finished, work)
+    monkeypatch.setattr(stages.module("retrain"), "seg_loss_fn", _nan_after(range(3, 1000)))
+    argv = ["--config", TINY, "--data_root", str(demo_root), "--task", TASK, "--work_root", str(work), *FAST,
+            "--fold", "1", "--iters", "20", "--val_interval", "0"]
+    r = stages.run("retrain", argv, capfd)
+    print(r.error_lines)
+    assert r.code == 2 and len(r.error_lines) == 1 and "Traceback" not in r.err
+    assert "the loss was not finite for 10 consecutive iterations (last 12)" in r.error_lines[0]
+    assert "latest.pt holds iteration 2, from before the fault" in r.error_lines[0]
+    state = torch.load(work / RUN / "retrain-fold1" / "latest.pt", weights_only=False)
+    assert state["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_constant_and_all_zero_images_are_handled(finished, demo_root, tmp_path, capfd):
+    """Normalisation maps a constant or all-zero image to zeros (no division by a zero deviation): inference runs
+    and gives finite probabilities."""
+    data, work = tmp_path / "data", tmp_path / "work"
+    shutil.copytree(demo_root / TASK, data / TASK)
+    shutil.copytree(finished, work)
+    env = Env(data, work, tmp_path, demo_root)
+    env.rewrite(env.image(0, "Ts"), lambda a: np.full_like(a, 100))
+    env.rewrite(env.image(1, "Ts"), lambda a: np.zeros_like(a))
+    shutil.rmtree(work / RUN / "test-fold0")
+    argv = ["--config", TINY, "--data_root", str(data), "--task", TASK, "--work_root", str(work), *FAST,
+            "--split", "test"]
+    r = stages.run("test", argv, capfd)
+    assert r.code == 0, r.err[-3000:]
+    for case in ("demo_010", "demo_011"):
+        with np.load(work / RUN / "test-fold0" / f"{case}.npz") as z:
+            assert np.isfinite(z["prob"].astype(np.float32)).all()

@@ -79,7 +79,8 @@ class Validation:
 class RunLoop:
     """Iterations ``start..iters-1`` of one run, resumable, with validation, best tracking and checkpoints.
 
-    Files in ``run_dir`` (rank 0 writes): ``latest.pt`` (every ``ckpt_interval`` iterations and at the end),
+    Files in ``run_dir`` (rank 0 writes): ``latest.pt`` (every ``ckpt_interval`` iterations unless the last step
+    was not finite, at the end, and on SIGTERM/SIGINT; the one it replaces is kept as ``latest.prev.pt``),
     ``best.pt`` (when ``keep_best`` and the validation Dice improves), ``metrics.csv`` (one row per validation) and
     ``tb/`` (TensorBoard).
 
@@ -193,7 +194,8 @@ class RunLoop:
                 done = it + 1
                 if (s.val_interval and done % s.val_interval == 0) or done == s.iters:
                     self._validate(done, validate, extra, writer)
-                if done % s.ckpt_interval == 0 or done == s.iters:
+                # Not during a run of non-finite steps: should it end the run, latest.pt is from before the fault.
+                if (done % s.ckpt_interval == 0 and bad == 0) or done == s.iters:
                     self._save(self.latest, done, extra)
                 signame = stop.agreed()
                 if signame is not None:
