@@ -185,3 +185,15 @@ def test_cli_prints_the_prediction(tmp_path, capsys):
     assert out["params_mb"] == pytest.approx(4 * sum(p.numel() for p in net.parameters()) / 2**20, abs=0.01)
     assert out["total_mb"] > out["activations_mb"] > 0 and out["batch_size"] == 3
 
+
+def test_bench_script_measures_a_training_step():
+    from scripts.bench_memory import architectures, measure
+
+    archs = architectures(6, 32)
+    assert [int(a["codes"][1].sum()) for a in archs[:4]] == [120, 120, 12, 12]  # the B=12, D=4 extremes
+    arch = archs[5]
+    for full_backward in (False, True):
+        meas = measure(arch, 32, 0.125, 1, torch.device("cpu"), amp=False, full_backward=full_backward)
+        pred = memory.predict(arch["codes"], (32, 32, 32), 1, 0.125, arch["in_channels"], arch["num_classes"])
+        assert meas["activations"] == pytest.approx(pred.activations, rel=0.01)
+        assert meas["held"] == pytest.approx(pred.held, rel=0.01)
