@@ -20,9 +20,10 @@ retraining step (forward, Dice + cross-entropy, backward, SGD with momentum; und
 
 Prints a table (architecture, predicted and measured MB, relative error), then the Spearman rank correlation and
 median relative error of the activations and of the total, and ends with one JSON line holding every figure. The
-default (CPU, 64^3, channel_mul 0.25, batch 1, 24 architectures) needs about 70 s of CPU time (2 threads); on a
-GPU, ``--device cuda --side 96 --channel_mul 1.0 --batch 2 --amp`` checks the retraining setting (at most about
-12 GB per architecture).
+default (CPU, 64^3, channel_mul 0.25, batch 1, 24 architectures) needs about 40-70 s of CPU time (2 threads),
+``--amp`` on a CPU about 3.5 minutes (float16 convolutions are slow there); on a GPU,
+``--device cuda --side 96 --channel_mul 1.0 --batch 2 --amp`` checks the retraining setting (at most about 12 GB
+per architecture).
 """
 
 from __future__ import annotations
