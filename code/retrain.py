@@ -23,6 +23,7 @@ from dints.io import write_json
 from dints.run import dist, layout
 from dints.run.settings import DataSettings, InferSettings, LoopSettings
 from dints.run.stage import check_patch, init_processes, prepare
+from dints.space import memory
 from dints.train.losses import seg_loss_fn
 from dints.train.modelfile import build_network, read_arch, retrain_channel_mul
 from dints.train.optim import optimise
@@ -73,6 +74,9 @@ def run_retrain(cfg) -> Path:
     log.info("fold %d: %d training / %d validation cases; architecture %s (channel_mul %g, %.2fM parameters)",
              cfg.fold, len(ctx.train_ids), len(ctx.val_ids), arch_path(cfg), mul,
              sum(p.numel() for p in net.parameters()) / 1e6)
+    log.info("%s", memory.predict(net, cfg.patch_size, cfg.batch_size * cfg.num_samples,
+                                  amp=cfg.amp and device.type == "cuda", device_type=device.type,
+                                  momentum=cfg.momentum > 0).summary())
     base_lr = cfg.base_lr * d.world_size
     opt = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     amp = cfg.amp and device.type == "cuda"

@@ -4,7 +4,8 @@
   the architecture-code check), ``opsets`` (the op table: name, kernels, memory cost, label, builder), ``ops``
   (modules), ``relax`` (continuous relaxation, entropy/topology/memory losses, memory of codes), ``sampling``
   (path sampling), ``decode`` (logits to a discrete architecture), ``supernet``, ``network`` (the discrete net),
-  ``archfile`` (arch.json and MONAI arch codes), ``visual`` (pictures).
+  ``memory`` (the discrete net's training memory in MB, predicted), ``archfile`` (arch.json and MONAI arch codes),
+  ``visual`` (pictures).
 - ``data/``: MSD tasks in. ``msd`` (dataset.json and file checks), ``msd_size`` (original sizes), ``splits``,
   ``transforms``, ``loader``.
 - ``train/``: optimising networks. ``architect`` (the bilevel step), ``losses``, ``optim``, ``schedule``,
