@@ -91,7 +91,17 @@ forward_signals() {  # forward_signals CMD... : run CMD, passing SIGTERM and SIG
   return "$rc"
 }
 
-launch() {  # launch SCRIPT ARGS... : one process, or NGPU per node under horovodrun or torchrun
+launch() {  # launch SCRIPT ARGS... : one process, or NGPU per node under horovodrun or torchrun; the stage's status
+  # (horovodrun and torchrun turn every failure into 1: an interrupted stage also writes its 75 to DINTS_STATUS_FILE)
+  local rc=0 status_file
+  status_file=$(mktemp)
+  DINTS_STATUS_FILE=$status_file launch_with "$@" || rc=$?
+  if [ "$rc" != 0 ] && [ "$(cat "$status_file" 2>/dev/null)" = "$EXIT_INTERRUPTED" ]; then rc=$EXIT_INTERRUPTED; fi
+  rm -f "$status_file"
+  return "$rc"
+}
+
+launch_with() {  # launch_with SCRIPT ARGS... : see launch
   local script=$CODE_DIR/$1
   shift
   local how

@@ -120,7 +120,8 @@ def run_fuse(cfg) -> Path:
     task = load_task(cfg.data_root, cfg.task)
     run = search_run(cfg)
     out = layout.final_dir(run) if cfg.resample else layout.fused_dir(run)
-    notes = lock.acquire(out).notes  # one run per folder
+    # One run at a time; the lock lies beside the output folder, which holds only results (final/ is delivered).
+    notes = lock.acquire(run, f".{out.name}.lock", clean=out).notes
     log = setup_logging(run / ("resample.log" if cfg.resample else "fuse.log"))
     for note in notes:
         log.warning("%s", note)

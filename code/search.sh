@@ -6,7 +6,7 @@ source "$(dirname "$0")/common.sh"
 for task in $TASKS; do
   out=$(layout_path search "$task")
   if [ -f "$out" ] && [ "$FORCE" != 1 ]; then
-    echo "[search] $task: done ($out exists), skipping (FORCE=1 to redo)"
+    echo "[search] $task: $out exists, skipping (FORCE=1 to redo)"
     continue
   fi
   echo "[search] $task fold $SEARCH_FOLD"

@@ -71,7 +71,7 @@ def test_lost_peer_errors_are_told_from_bugs():
 
 
 # ----------------------------------------------------------------------------- every stage, via main.sh
-def _main_sh(stage: str, demo_root: Path, work: Path, **env) -> subprocess.CompletedProcess:
+def _main_sh(stage: str, demo_root: Path, work: Path, expect: int = 0, **env) -> subprocess.CompletedProcess:
     # Nothing activated: main.sh must find the project's environment (.venv) itself.
     e = dict(TASKS="Task99_Demo", FOLDS="0", DATA_ROOT=str(demo_root), WORK_ROOT=str(work),
              PRESET=str(ROOT / "configs" / "tiny.yaml"), EXTRA_ARGS=FAST, PATH="/usr/bin:/bin",
@@ -81,8 +81,25 @@ def _main_sh(stage: str, demo_root: Path, work: Path, **env) -> subprocess.Compl
     full.update(e)
     r = subprocess.run(["bash", str(ROOT / "code" / "main.sh"), stage], capture_output=True, text=True, env=full,
                        timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == expect, r.stdout[-3000:] + r.stderr[-3000:]
     return r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_sigterm_on_one_rank_stops_every_rank_at_one_checkpoint(launcher, demo_root, tmp_path):
+    """SIGTERM reaching one process only (rank 1): every rank stops after the same iteration, rank 0 writes latest.pt,
+    main.sh reports the interruption with status 75 although the launcher reports a failure; the rerun resumes and
+    the replicas stay equal."""
+    work = tmp_path / "work"
+    r = _main_sh("1", demo_root, work, expect=75, NGPU="2", LAUNCHER=launcher, DINTS_FAULT="term-iter:5:1")
+    assert "[main] stage 1 (search) was interrupted" in r.stderr
+    assert "interrupted by SIGTERM" in r.stderr and "holds iteration 6 of 8" in r.stderr
+    assert torch.load(work / RUN / "latest.pt", weights_only=False)["iteration"] == 6
+    r = _main_sh("1", demo_root, work, NGPU="2", LAUNCHER=launcher)
+    assert "resumed from" in r.stderr and "at iteration 6" in r.stderr
+    s = json.loads((work / RUN / "summary.json").read_text())
+    assert s["iterations_this_run"] == 2 and len(set(s["replica_digests"])) == 1
 
 
 @pytest.mark.slow
@@ -99,7 +116,7 @@ def test_every_stage_on_two_processes(launcher, demo_root, tmp_path):
         assert len(set(s["replica_digests"])) == 1, summary
     # only rank 0 writes: one event file per run, one log, one checkpoint
     assert len(list((run / "tb").iterdir())) == 1 and len(list((run / "retrain-fold0" / "tb").iterdir())) == 1
-    assert sorted(p.name for p in (run / "retrain-fold0").glob("*.pt")) == ["best.pt", "latest.pt"]
+    assert sorted(p.name for p in (run / "retrain-fold0").glob("*.pt")) == ["best.pt", "latest.prev.pt", "latest.pt"]
     assert sorted(p.name for p in (run / "test-fold0").glob("*.npz")) == ["demo_010.npz", "demo_011.npz"]
 
     # Stages 3 and 4 sharded over two processes give what one process gives. The two processes run one CPU thread

@@ -48,7 +48,7 @@ def test_shell_drivers_find_finished_runs_whatever_the_spelling_of_mem(tmp_path)
     (run / "fused").mkdir()
     (run / "fused" / "summary.json").write_text("{}")
     (run / "final_summary.json").write_text("{}")
-    expected = {"1": ["[search] Task99_Demo: done (" + str(run / "summary.json") + " exists), skipping"],
+    expected = {"1": ["[search] Task99_Demo: " + str(run / "summary.json") + " exists, skipping"],
                 "2": [f"[retrain] Task99_Demo fold {k}: done, skipping" for k in (0, 1)],
                 "3": [f"[test-val] Task99_Demo fold {k}: done, skipping" for k in (0, 1)],
                 "4": [f"[test-infer] Task99_Demo fold {k}: done, skipping" for k in (0, 1)],

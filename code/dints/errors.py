@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
 import sys
 from typing import Callable
@@ -87,6 +88,22 @@ def os_error(exc: BaseException) -> str | None:
     return None
 
 
+#: code/common.sh names a file here; an interrupted stage writes its status into it, because horovodrun and torchrun
+#: report any failing process as status 1.
+STATUS_FILE_ENV = "DINTS_STATUS_FILE"
+
+
+def _exit_interrupted() -> None:
+    path = os.environ.get(STATUS_FILE_ENV)
+    if path:
+        try:
+            with open(path, "w") as f:
+                f.write(f"{EXIT_INTERRUPTED}\n")
+        except OSError:
+            pass
+    sys.exit(EXIT_INTERRUPTED)
+
+
 def cli_main(fn: Callable[[], object]) -> None:
     """Run a stage's ``main`` and report what stopped it in one line on stderr, without a traceback.
 
@@ -104,12 +121,12 @@ def cli_main(fn: Callable[[], object]) -> None:
         fn()
     except Interrupted as exc:
         print(f"interrupted by {exc.signame}: {exc.saved}; rerun the same command to resume", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        _exit_interrupted()
     except KeyboardInterrupt:
         if debug:
             raise
         print("interrupted: finished outputs are kept; rerun the same command to resume", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        _exit_interrupted()
     except Exception as exc:
         message = user_error(exc) or os_error(exc)
         if message is not None:

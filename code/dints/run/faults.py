@@ -5,8 +5,8 @@ Set ``DINTS_FAULT`` to one or more ``;``-separated rules; an unset variable cost
 - ``kill:<path suffix>:<n>``: on the n-th atomic write of a file whose path ends with the suffix, cut the temporary
   file to half its size, then SIGKILL this process (a crash during a checkpoint or NIfTI write);
 - ``enospc:<path suffix>:<n>``: that write fails with "No space left on device" after half the data (a full disk);
-- ``kill-iter:<n>`` / ``term-iter:<n>`` / ``int-iter:<n>``: at the start of training iteration n, SIGKILL, SIGTERM
-  or SIGINT this process.
+- ``kill-iter:<n>`` / ``term-iter:<n>`` / ``int-iter:<n>``, optionally ``:<rank>``: at the start of training
+  iteration n, SIGKILL, SIGTERM or SIGINT this process (only the process of that rank, when given).
 
 Counts are per process: a rerun starts counting afresh.
 """
@@ -50,7 +50,10 @@ def on_iteration(it: int) -> None:
     """Called by the training loop at the start of iteration ``it``."""
     if ENV not in os.environ:
         return
+    from dints.run import dist
+
     sig = {"kill-iter": signal.SIGKILL, "term-iter": signal.SIGTERM, "int-iter": signal.SIGINT}
     for rule in _rules():
-        if len(rule) == 2 and rule[0] in sig and int(rule[1]) == it:
+        if len(rule) in (2, 3) and rule[0] in sig and int(rule[1]) == it and (
+                len(rule) == 2 or int(rule[2]) == dist.info().rank):
             os.kill(os.getpid(), sig[rule[0]])

@@ -52,6 +52,9 @@ class RunLock:
 
     Args:
         folder: the run folder (created if missing).
+        name: the lock file's name (stages that share a folder, or write into a folder meant for delivery, use
+            their own name in the folder above).
+        clean: the folder whose leftover temporary files are removed (default ``folder``).
 
     Attributes:
         notes: what was found and done (a stale lock taken over, leftovers removed), for the stage's log.
@@ -60,8 +63,8 @@ class RunLock:
         UserError: a live run holds the folder.
     """
 
-    def __init__(self, folder: str | Path):
-        self.path = Path(folder) / LOCK_NAME
+    def __init__(self, folder: str | Path, name: str = LOCK_NAME, clean: str | Path | None = None):
+        self.path, self.folder = Path(folder) / name, Path(clean or folder)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.notes: list[str] = []
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -70,20 +73,20 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._fd)
-            raise UserError(f"{self.path.parent} is in use by {_describe(before)}; wait for that run to finish or "
+            raise UserError(f"{self.folder} is in use by {_describe(before)}; wait for that run to finish or "
                             "stop it, then rerun") from None
         except OSError as exc:  # no flock on this file system: judge by the recorded process
             if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                 raise
             if before.get("pid") and (before.get("host") != socket.gethostname() or _alive(int(before["pid"]))):
                 os.close(self._fd)
-                raise UserError(f"{self.path.parent} is in use by {_describe(before)}; wait for that run to finish, "
+                raise UserError(f"{self.folder} is in use by {_describe(before)}; wait for that run to finish, "
                                 f"or delete {self.path} once sure it has stopped") from None
         if before.get("pid") and int(before["pid"]) != os.getpid():
             self.notes.append(f"took over the lock of {_describe(before)}, which no longer runs (a killed run)")
         self._write({"pid": os.getpid(), "host": socket.gethostname(),
                      "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)[:300]})
-        for tmp in self.path.parent.glob(".*.tmp"):  # temporary files of writes a killed run never finished
+        for tmp in self.folder.glob(".*.tmp"):  # temporary files of writes a killed run never finished
             tmp.unlink(missing_ok=True)
             self.notes.append(f"removed {tmp}, left by an interrupted write")
 
@@ -100,20 +103,20 @@ class RunLock:
         finally:
             os.close(self._fd)
             self._fd = None
-            _held.pop(self.path.parent.resolve(), None)
+            _held.pop(self.path.resolve(), None)
 
 
-def acquire(folder: str | Path) -> RunLock:
-    """Lock ``folder`` for this process (again: the lock it already holds), released at exit.
+def acquire(folder: str | Path, name: str = LOCK_NAME, clean: str | Path | None = None) -> RunLock:
+    """Lock ``folder`` (see :class:`RunLock`) for this process (again: the lock it already holds), released at exit.
 
     Raises:
         UserError: a live run of another process holds the folder.
     """
-    key = Path(folder).resolve()
+    key = (Path(folder) / name).resolve()
     if key in _held:
         _held[key].notes = []  # reported when it was taken
     else:
-        _held[key] = RunLock(folder)
+        _held[key] = RunLock(folder, name, clean)
     return _held[key]
 
 
