@@ -14,6 +14,8 @@ implementation only. Its ``kind``:
   (``get_ram_cost_usage``) and topology (``get_topology_entropy``) losses. Same loss (``DiceCELoss`` as the
   authors set it), optimisers and inputs; ``flops`` also counts the step's floating-point operations
   (``torch.utils.flop_counter``).
+- ``supernet``: one forward + backward of the one-shot supernet (segmentation loss, every parameter's gradient,
+  no optimiser step): the "search step" issue 11 states its baseline figures and 179 GFLOP for.
 - ``train``: one retraining iteration of a discrete network (forward, loss, backward, SGD step) of the same
   architecture: ours :class:`dints.space.network.DiscreteNet`, MONAI's ``TopologyInstance`` + ``DiNTS``.
 - ``infer``: sliding-window inference of one volume (:func:`dints.evaluate.inference.predict_volume`: MONAI's
@@ -357,6 +359,30 @@ def search_step(spec: dict[str, Any], device) -> Callable[[], None]:
     return step
 
 
+def supernet_step(spec: dict[str, Any], device) -> Callable[[], None]:
+    """One forward + backward of the one-shot supernet at ``spec``'s preset and options (see the module docstring)."""
+    import torch
+
+    from dints.space.supernet import SuperNet
+    from dints.train.losses import seg_loss_fn
+
+    cfg = stage_options(spec["preset"], "search", spec.get("options", ()))
+    if spec["impl"] == "ours":  # its forward runs one-shot (use_max) by default
+        net = SuperNet(cfg.in_channels, cfg.num_classes, cfg.blocks, cfg.levels, cfg.channel_mul, cfg.opset,
+                       cfg.cellop, bool(cfg.use_downsample)).to(device)
+    else:
+        net, _ = monai_supernet(cfg, device)
+    batch = random_batch(cfg, device, torch.Generator().manual_seed(0))
+    loss_fn = seg_loss_fn()
+    net.train()
+
+    def step() -> None:
+        loss_fn(net(batch["image"]), batch["label"]).backward()
+        net.zero_grad(set_to_none=True)
+
+    return step
+
+
 def _discrete(spec: dict[str, Any], stage: str, device):
     from dints.train.modelfile import build_network, retrain_channel_mul
 
@@ -439,7 +465,8 @@ def dense_step(spec: dict[str, Any], device) -> Callable[[], None]:
     return step
 
 
-BUILDERS = {"search": search_step, "train": train_step, "infer": infer_step, "dense": dense_step}
+BUILDERS = {"search": search_step, "supernet": supernet_step, "train": train_step, "infer": infer_step,
+            "dense": dense_step}
 
 
 def _rss_mb() -> float:
