@@ -141,6 +141,20 @@ def test_bench_demo_from_its_own_log(tmp_path, capsys):
     assert last_json_line(capsys.readouterr().out) == json.loads(json.dumps(res))
 
 
+@pytest.mark.slow
+def test_doc_generator_runs_a_benchmark_and_keeps_its_output(tmp_path):
+    work = tmp_path / "work"
+    write_demo_work(work, {0: 0.9})
+    (layout.search_dir(work, bench_demo.TASK, bench_demo.MEM) / "search.log").write_text(
+        "2026-01-01 10:00:00 INFO started\n2026-01-01 10:01:00 INFO finished\n")
+    results, page = tmp_path / "results", tmp_path / "benchmarks.md"
+    run_script("scripts/make_benchmarks_doc.py", "--run", "demo", "--demo_work", str(work), "--results", str(results),
+               "--out", str(page), "--notes", str(tmp_path / "notes.md"))
+    assert json.loads((results / "demo.json").read_text())["val_dice_folds"] == {"0": 0.9}
+    assert "| stage 1 search | 60.0 |" in (results / "demo.log").read_text()
+    assert "| stage 1 search | 60.0 |" in page.read_text()
+
+
 def test_bench_demo_from_stage_logs(tmp_path):
     work = tmp_path / "work"
     run = write_demo_work(work, {0: 0.9})
