@@ -156,7 +156,7 @@ def render(res: dict[str, dict], sources: dict[str, str], notes: str, notes_name
            f"not edit by hand — the prose on limits lives in `{notes_name}`. Ours and MONAI's DiNTS "
            "(`monai.networks.nets.DiNTS` over `TopologySearch` / `TopologyInstance`) are measured side by side in "
            "the same run, each measurement in a fresh process where peak memory matters, alternating between the "
-           "two. Each section names the machine, threads, versions, date and commit it was measured with.", "",
+           "two. Every table names the machine, threads, versions, date and commit it was measured with.", "",
            "One command each:", ""]
     out += [f"- `{cmd}` — {name}" + (f" (this page: {sources[name]})" if name in sources else " (not in this page)")
             for name, (_, _, cmd) in BENCHES.items()]
@@ -167,7 +167,6 @@ def render(res: dict[str, dict], sources: dict[str, str], notes: str, notes_name
             table(["goal", "target", "measured", "verdict"], goals(res)), "",
             "## What limits the goals not met", "", notes.strip(), ""]
     tables = {name: BENCHES[name][1](r) for name, r in res.items() if name in BENCHES}
-    last_bench = None
     for heading, bench, title in SECTIONS:
         text = tables.get(bench, {}).get(title)
         if text is None and bench == "gpu" and title != "GPU":
@@ -176,10 +175,7 @@ def render(res: dict[str, dict], sources: dict[str, str], notes: str, notes_name
         if text is None:
             out += [f"_No result yet: run `{BENCHES[bench][2]}`._", ""]
             continue
-        if bench != last_bench:
-            out += [env_line(res[bench]["env"]), ""]
-            last_bench = bench
-        out += [text, ""]
+        out += [env_line(res[bench]["env"]), "", text, ""]
     others = {name: r for name, r in res.items() if name not in BENCHES}
     for name, r in others.items():
         out += [f"## Other result: {name}", "", f"From {sources[name]}.", "",

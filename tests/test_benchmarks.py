@@ -249,6 +249,7 @@ def test_page_holds_every_required_row(tmp_path):
                     "GPU: memory predictor"):
         assert f"\n## {heading}\n" in page, heading
     assert "Memory is limited by the saved inputs of every path." in page
+    assert page.count("\nMeasured ") == 11  # every table says where, with what and when it was measured
     assert "Test CPU, 2 cores" in page and "2 CPU thread(s)" in page and "torch 2.13.0" in page
     assert "MONAI 1.6.1" in page and "2026-01-02 03:04 UTC" in page and "NVIDIA H200" in page
     for row in ("| 3 |", "| 4 |", "| 5 |", "| B=12, D=4, channel_mul 0.25, 1 × 64³ |", "| tiny preset: B=4, D=3 |",
