@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import yaml
 
 from dints.data.msd import Task, load_task
-from dints.errors import ConfigError, DataError
+from dints.errors import ConfigError, DataError, OneLineParser
 
 STAGES = ("search", "retrain", "test", "fuse")
 
@@ -40,19 +40,12 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return "".join(indent + line for line in text.splitlines(keepends=True))
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors on one line (no usage block) like every other error of the stages."""
-
-    def error(self, message: str):  # noqa: D102
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser(stage: str) -> argparse.ArgumentParser:
     """The argparse parser of one stage (every stage shares every option; defaults may differ per stage)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     sd = STAGE_DEFAULTS[stage]
-    p = _Parser(
+    p = OneLineParser(
         prog=f"{stage}.py",
         description=f"DiNTS stage '{stage}'. Options come from the defaults, then --config PRESET.yaml, then flags.",
         formatter_class=_HelpFormatter,

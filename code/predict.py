@@ -25,7 +25,7 @@ import torch
 
 from dints.data.msd import NIFTI_SUFFIXES, case_id, read_header
 from dints.data.transforms import infer_transforms
-from dints.errors import DataError, UserError, cli_main
+from dints.errors import DataError, OneLineParser, UserError, cli_main
 from dints.evaluate.fusion import fuse_probabilities
 from dints.evaluate.inference import predict_case, save_labels, save_probs
 from dints.evaluate.model_folder import ModelFolder
@@ -38,7 +38,7 @@ from dints.run.stage import init_processes, resolve_device
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="predict.py", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="predict.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="model folder or its .zip (scripts/export_model.py)")
     p.add_argument("--input", required=True, nargs="+", help="NIfTI images, or folders of them")
     p.add_argument("--output", required=True, help="folder for the label maps")

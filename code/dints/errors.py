@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import re
@@ -147,6 +148,13 @@ def cli_main(fn: Callable[[], object]) -> None:
         from dints.run import lock
 
         lock.release_all()
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (no usage block), like every other error of the command lines."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 class ArchError(UserError, ValueError):
