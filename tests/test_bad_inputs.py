@@ -291,7 +291,7 @@ def test_bad_input_gives_one_line_and_leaves_the_run_alone(case, finished, demo_
     before = snapshot(finished)
     argv = ["--config", TINY, "--data_root", str(data), "--task", TASK, "--work_root", str(finished), *FAST, *extra]
     r = stages.run(case.script, argv, capfd, env=case.env)
-    print(f"{case.id} -> {r.error_lines}")  # the catalogue, as the closing note quotes it (pytest -s shows it)
+    print(f"\nCATALOGUE| {case.id} -> {r.error_lines}")  # the catalogue as docs quote it (pytest -s shows it)
     assert r.code == 2, r.err[-3000:]
     assert "Traceback" not in r.err, r.err[-3000:]
     assert len(r.error_lines) == 1, r.err[-3000:]

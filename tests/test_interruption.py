@@ -113,7 +113,7 @@ def test_main_sh_interrupted_at_every_stage_gives_the_uninterrupted_outputs(refe
     for what, fault, status, absent in STEPS:
         r = main_sh(work, demo_root, fault=fault)
         stage_line = [ln for ln in r.stderr.splitlines() if ln.startswith("[main] stage")]
-        print(f"{what} ({fault}) -> exit {r.returncode}: {stage_line[-1] if stage_line else ''}")
+        print(f"\nINTERRUPT| {what} ({fault}) -> exit {r.returncode}: {stage_line[-1] if stage_line else ''}")
         assert r.returncode == status, r.stdout[-2000:] + r.stderr[-3000:]
         assert "Traceback" not in r.stderr, r.stderr[-3000:]
         if status == 75:
