@@ -148,14 +148,19 @@ def test_discrete_cell_matches_monai_cell(rate, op_index):
     torch.testing.assert_close(ours(x), ref(x, None), atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("kernel,stride,bias", [((3, 3, 3), 1, False), ((3, 3, 1), 1, False), ((1, 1, 1), 2, True)])
-def test_one_sample_conv_matches_reference(kernel, stride, bias):
-    """ops.Conv3d routes a batch of one through oneDNN: same output and gradients as F.conv3d."""
+@pytest.mark.parametrize(
+    "kernel,stride,bias,rows",
+    [((3, 3, 3), 1, False, 12), ((3, 3, 1), 1, False, 12), ((1, 1, 1), 2, True, 12), ((3, 3, 3), 2, False, 12),
+     ((3, 1, 3), 1, True, 7), ((3, 3, 3), 2, False, 10), ((1, 3, 1), 1, False, 2)],
+)
+def test_one_sample_conv_matches_reference(kernel, stride, bias, rows):
+    """ops.Conv3d routes a batch of one through oneDNN: same output and gradients as F.conv3d (input and weight
+    gradients by their own routes: flipped-kernel convolution, two half-samples, or a zero-paired copy)."""
     from dints.space.ops import Conv3d
 
     torch.manual_seed(0)
     conv = Conv3d(5, 7, kernel, stride=stride, padding=tuple(k // 2 for k in kernel), bias=bias)
-    x = torch.randn(1, 5, 12, 10, 8, requires_grad=True)
+    x = torch.randn(1, 5, rows, 10, 8, requires_grad=True)
     g = torch.randn_like(conv(x))
     conv(x).backward(g)
     grads = [x.grad.clone(), conv.weight.grad.clone()] + ([conv.bias.grad.clone()] if bias else [])

@@ -48,9 +48,14 @@ class _OneSampleConv(torch.autograd.Function):
     """3-D convolution of a single sample through oneDNN, forward and backward (same result as ``F.conv3d``).
 
     PyTorch's CPU dispatch sends a batch of one with small kernels and few channels to its reference
-    ``slow_conv3d`` kernel, which is 5-20x slower than oneDNN's on the same call; a batch of two takes oneDNN.
-    The forward calls oneDNN directly; the backward runs on the sample paired with a zero-gradient copy, which
-    adds nothing to the weight gradient and is dropped from the input gradient.
+    ``slow_conv3d`` kernel, which is 5-20x slower than oneDNN's on the same call; a batch of two takes oneDNN. So:
+
+    - forward: oneDNN directly;
+    - input gradient: for a stride-1 "same" convolution it is the convolution of the output gradient with the
+      flipped, transposed kernel, one more oneDNN forward call; otherwise (the stems' stride-2 convolution) the
+      sample is paired with a zero-gradient copy, which is dropped from the result;
+    - weight gradient: the sample is cut in two halves along its first spatial axis (each with the rows its
+      outputs read), which make a batch of two of half the size: the same sum, at the cost of one sample.
     """
 
     @staticmethod
@@ -64,12 +69,50 @@ class _OneSampleConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding, dilation, groups, has_bias = ctx.conf
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gi, gw, gb = torch.ops.aten.convolution_backward(
-            torch.cat([grad, torch.zeros_like(grad)]), x.expand(2, *x.shape[1:]).contiguous(), weight,
-            [weight.shape[0]] if has_bias else None, stride, padding, dilation, False, [0, 0, 0], groups,
-            [need_x, need_w, need_b and has_bias],
-        )
-        return (gi[:1] if need_x else None), gw, (gb if has_bias else None), None, None, None, None
+        grad = grad.contiguous()
+        gi = gw = gb = None
+        if need_x:
+            gi = _one_sample_input_grad(grad, x, weight, stride, padding, dilation, groups)
+        if need_w:
+            gw = _one_sample_weight_grad(grad, x, weight, stride, padding, dilation, groups)
+        if need_b and has_bias:
+            gb = grad.sum((0, 2, 3, 4))
+        return gi, gw, gb, None, None, None, None
+
+
+def _one_sample_input_grad(grad, x, weight, stride, padding, dilation, groups):
+    k = weight.shape[2:]
+    if (groups == 1 and all(s == 1 for s in stride) and all(d == 1 for d in dilation)
+            and all(n % 2 == 1 and p == n // 2 for n, p in zip(k, padding))):
+        # Correlation with the flipped kernel, input and output channels swapped: the adjoint of a same convolution.
+        w_t = weight.flip(2, 3, 4).transpose(0, 1).contiguous()
+        return torch.mkldnn_convolution(grad, w_t, None, padding, [1, 1, 1], [1, 1, 1], 1)
+    return torch.ops.aten.convolution_backward(
+        torch.cat([grad, torch.zeros_like(grad)]), x.expand(2, *x.shape[1:]).contiguous(), weight, None,
+        stride, padding, dilation, False, [0, 0, 0], groups, [True, False, False],
+    )[0][:1].clone()
+
+
+def _one_sample_weight_grad(grad, x, weight, stride, padding, dilation, groups):
+    out_rows = grad.shape[2]
+    if out_rows % 2:
+        return torch.ops.aten.convolution_backward(
+            torch.cat([grad, torch.zeros_like(grad)]), x.expand(2, *x.shape[1:]).contiguous(), weight, None,
+            stride, padding, dilation, False, [0, 0, 0], groups, [False, True, False],
+        )[1]
+    # Output rows [j*m, (j+1)*m) read the padded input rows [j*m*s, j*m*s + span); rows outside x are the zero padding.
+    m, s, p = out_rows // 2, stride[0], padding[0]
+    span = (m - 1) * s + dilation[0] * (weight.shape[2] - 1) + 1
+    halves = x.new_zeros(2, x.shape[1], span, *x.shape[3:])
+    for j in range(2):
+        lo = j * m * s - p
+        a, b = max(lo, 0), min(lo + span, x.shape[2])
+        halves[j, :, a - lo:b - lo] = x[0, :, a:b]
+    g2 = grad.view(grad.shape[1], 2, m, *grad.shape[3:]).transpose(0, 1).contiguous()
+    return torch.ops.aten.convolution_backward(
+        g2, halves, weight, None, stride, [0, padding[1], padding[2]], dilation, False, [0, 0, 0], groups,
+        [False, True, False],
+    )[1]
 
 
 class Conv3d(nn.Conv3d):
