@@ -172,3 +172,19 @@ def test_one_sample_conv_matches_reference(kernel, stride, bias, rows):
     assert torch.allclose(conv(x), ref, atol=1e-5)
     for a, b in zip(grads, refs):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-4 * b.abs().max().item())
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 4, 5, 6), (2, 2, 1, 3, 2), (1, 4, 8, 8, 8)])
+def test_upsample_matches_trilinear_interpolation(shape):
+    """The CPU upsampling by matrix products is F.interpolate's trilinear x2 with aligned corners, both ways."""
+    from dints.space.ops import _upsample2
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    y = _upsample2(x)
+    ref = F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=True)
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=0)
+    g = torch.randn_like(ref)
+    (gx,) = torch.autograd.grad(y, x, g)
+    (gr,) = torch.autograd.grad(ref, x, g)
+    torch.testing.assert_close(gx, gr, atol=1e-5, rtol=0)

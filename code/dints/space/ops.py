@@ -12,6 +12,7 @@ All tensors are 5-D, ``(N, C, X, Y, Z)``.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -115,6 +116,11 @@ def _one_sample_weight_grad(grad, x, weight, stride, padding, dilation, groups):
     )[1]
 
 
+def _one_sample_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu"))
+
+
 class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` that keeps the fast oneDNN kernels for a batch of one on the CPU (see :class:`_OneSampleConv`).
 
@@ -122,9 +128,7 @@ class Conv3d(nn.Conv3d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        if (x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32
-                and self.padding_mode == "zeros" and torch.backends.mkldnn.is_available()
-                and not torch.is_autocast_enabled("cpu")):
+        if self.padding_mode == "zeros" and _one_sample_ok(x, self.weight):
             return _OneSampleConv.apply(x, self.weight, self.bias, list(self.stride), list(self.padding),
                                         list(self.dilation), self.groups)
         return super().forward(x)
@@ -153,12 +157,39 @@ def instance_norm(norm: nn.InstanceNorm3d, x: torch.Tensor, scale: torch.Tensor 
     weight, bias = norm.weight, norm.bias
     if scale is not None:
         weight, bias = weight * scale, bias * scale
+    if x.shape[0] == 1:
+        # One sample: batch statistics are the instance statistics. F.instance_norm reaches the same kernel after
+        # reshaping and repeating the affine parameters; calling it directly saves that work.
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, norm.eps)
     return F.instance_norm(x, weight=weight, bias=bias, eps=norm.eps)
 
 
 def _upsample2(x: torch.Tensor) -> torch.Tensor:
     # MONAI uses nn.Upsample(scale_factor=2, mode="trilinear", align_corners=True) everywhere.
-    return F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=True)
+    if x.device.type != "cpu" or x.dim() != 5 or torch.is_autocast_enabled("cpu"):
+        return F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=True)
+    # On the CPU the same trilinear interpolation runs 2-4x faster (forward and backward) as three 1-D
+    # interpolations, each a matrix product; autograd keeps only the small interpolation matrices.
+    n, c, sx, sy, sz = x.shape
+    y = x.reshape(-1, sz) @ _interp_matrix(sz, x.dtype).T
+    y = _interp_matrix(sy, x.dtype) @ y.view(n * c * sx, sy, 2 * sz)
+    y = _interp_matrix(sx, x.dtype) @ y.view(n * c, sx, 4 * sy * sz)
+    return y.view(n, c, 2 * sx, 2 * sy, 2 * sz)
+
+
+@functools.lru_cache(maxsize=64)
+def _interp_matrix(n: int, dtype: torch.dtype) -> torch.Tensor:
+    """``(2n, n)`` matrix of linear interpolation from ``n`` to ``2n`` samples with aligned corners (CPU)."""
+    m = 2 * n
+    pos = torch.arange(m, dtype=torch.float64) * (n - 1) / (m - 1)
+    lo = pos.floor().long().clamp(max=n - 1)
+    hi = (lo + 1).clamp(max=n - 1)
+    frac = pos - lo
+    a = torch.zeros(m, n, dtype=torch.float64)
+    rows = torch.arange(m)
+    a[rows, lo] += 1 - frac
+    a[rows, hi] += frac
+    return a.to(dtype)
 
 
 class ConvOp(nn.Module):
