@@ -188,3 +188,24 @@ def test_upsample_matches_trilinear_interpolation(shape):
     (gx,) = torch.autograd.grad(y, x, g)
     (gr,) = torch.autograd.grad(ref, x, g)
     torch.testing.assert_close(gx, gr, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("batch, kind", [(1, 0), (2, 0), (1, 1), (2, -1)])
+def test_mixed_cell_gradients_match_the_plain_sum(batch, kind):
+    """MixedCell (shared ReLU, weights folded into the norms, pseudo-3D ops recomputed in the backward pass) gives
+    the values and gradients of sum_k w_k op_k(resample(x)) computed module by module."""
+    torch.manual_seed(0)
+    c_in, c_out = (4, 3) if kind == 1 else (3, 3) if kind == 0 else (2, 3)
+    cell = MixedCell(kind, c_in, c_out, OPSETS[1])
+    randomize_(cell)
+    x = torch.randn(batch, c_in, 4, 6, 8, requires_grad=True)
+    w = torch.rand(len(OPSETS[1]), requires_grad=True)
+    g = torch.randn_like(cell(x, w))
+    params = [x, w, *cell.parameters()]
+    got = torch.autograd.grad(cell(x, w), params, g)
+    r = cell.resample(x)
+    expected = sum(wk * op(r) for wk, op in zip(w, cell.ops))
+    torch.testing.assert_close(cell(x, w), expected, atol=ATOL, rtol=0)
+    want = torch.autograd.grad(expected, params, g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-4 * b.abs().max().item() + 1e-6, rtol=0)

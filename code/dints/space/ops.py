@@ -116,6 +116,68 @@ def _one_sample_weight_grad(grad, x, weight, stride, padding, dilation, groups):
     )[1]
 
 
+def _conv_fwd(x: torch.Tensor, weight: torch.Tensor, padding: list[int]) -> torch.Tensor:
+    # Stride-1 convolution without bias, through oneDNN for a single float32 CPU sample (see _OneSampleConv).
+    if _one_sample_ok(x, weight):
+        return torch.mkldnn_convolution(x, weight, None, padding, [1, 1, 1], [1, 1, 1], 1)
+    return F.conv3d(x, weight, None, 1, padding)
+
+
+def _conv_bwd(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: list[int], need_x: bool,
+              need_w: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    # Input and weight gradients of _conv_fwd.
+    one = [1, 1, 1]
+    if _one_sample_ok(x, weight):
+        gi = _one_sample_input_grad(grad, x, weight, one, padding, one, 1) if need_x else None
+        gw = _one_sample_weight_grad(grad, x, weight, one, padding, one, 1) if need_w else None
+        return gi, gw
+    if not (need_x or need_w):
+        return None, None
+    gi, gw, _ = torch.ops.aten.convolution_backward(grad, x, weight, None, one, padding, one, False, [0, 0, 0], 1,
+                                                    [need_x, need_w, False])
+    return gi, gw
+
+
+class _P3DConvNorm(torch.autograd.Function):
+    """A pseudo-3D op after its ReLU, ``norm(conv_1(conv(x_relu)))``, keeping only ``x_relu`` and the norm's
+    statistics for the backward pass, which recomputes the two convolutions (no second norm pass).
+
+    In the supernet every cell runs three pseudo-3D ops; storing their two full-size intermediates would be about
+    half of all the activations a one-shot step keeps. The recomputation is a 9-tap and a 3-tap convolution.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w1, w2, gamma, beta, pad1, pad2, eps):  # noqa: D102
+        u = _conv_fwd(_conv_fwd(x, w1, pad1), w2, pad2)
+        n, c = u.shape[:2]
+        y, mean, invstd = torch.native_batch_norm(u.view(1, n * c, *u.shape[2:]), gamma.repeat(n), beta.repeat(n),
+                                                  None, None, True, 0.0, eps)
+        ctx.save_for_backward(x, w1, w2, gamma, mean, invstd)
+        ctx.conf = (pad1, pad2, eps)
+        return y.view(u.shape)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, w1, w2, gamma, mean, invstd = ctx.saved_tensors
+        pad1, pad2, eps = ctx.conf
+        need_x, need_w1, need_w2, need_g, need_b = ctx.needs_input_grad[:5]
+        t = _conv_fwd(x, w1, pad1)
+        u = _conv_fwd(t, w2, pad2)
+        n, c = u.shape[:2]
+        flat = (1, n * c, *u.shape[2:])
+        gu, gg, gb = torch.ops.aten.native_batch_norm_backward(
+            grad.contiguous().view(flat), u.view(flat), gamma.repeat(n), None, None, mean, invstd, True, eps,
+            [True, need_g, need_b])
+        gu = gu.view(u.shape)
+        del u
+        gt, gw2 = _conv_bwd(gu, t, w2, pad2, need_x or need_w1, need_w2)
+        del gu, t
+        gx, gw1 = _conv_bwd(gt, x, w1, pad1, need_x, need_w1)
+        gg = gg.view(n, c).sum(0) if need_g else None
+        gb = gb.view(n, c).sum(0) if need_b else None
+        return gx, gw1, gw2, gg, gb, None, None, None
+
+
 def _one_sample_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu"))
@@ -219,7 +281,8 @@ class ConvOp(nn.Module):
             self.conv_1 = _conv(c_in, c_out, kernels[1])
         self.norm = _norm(c_out)
 
-    def forward_activated(self, x_relu: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_activated(self, x_relu: torch.Tensor, scale: torch.Tensor | None = None,
+                          recompute: bool = False) -> torch.Tensor:
         """The op without its leading ReLU (for callers that share one ReLU between several ops).
 
         Args:
@@ -227,10 +290,20 @@ class ConvOp(nn.Module):
             scale: optional scalar tensor multiplying the output. It is folded into the norm's affine parameters
                 (``scale * (g * xhat + b) = (scale * g) * xhat + scale * b``), so the scaled output is produced without
                 an extra full-size product and autograd keeps no copy of it.
+            recompute: for a pseudo-3D op, keep only ``x_relu`` for the backward pass and recompute the two
+                convolutions there (:class:`_P3DConvNorm`); same values and gradients.
 
         Returns:
             Tensor of shape ``(N, c_out, X, Y, Z)``.
         """
+        if (recompute and self.conv_1 is not None and torch.is_grad_enabled()
+                and not torch.is_autocast_enabled(x_relu.device.type)):
+            weight, bias = self.norm.weight, self.norm.bias
+            if scale is not None:
+                weight, bias = weight * scale, bias * scale
+            c, c1 = self.conv, self.conv_1
+            return _P3DConvNorm.apply(x_relu, c.weight, c1.weight, weight, bias, list(c.padding), list(c1.padding),
+                                      self.norm.eps)
         y = self.conv(x_relu)
         if self.conv_1 is not None:
             y = self.conv_1(y)
@@ -349,7 +422,7 @@ class MixedCell(nn.Module):
             if isinstance(op, ConvOp):
                 if r_relu is None:
                     r_relu = F.relu(r)
-                y = op.forward_activated(r_relu, scale=w)
+                y = op.forward_activated(r_relu, scale=w, recompute=True)
             else:
                 y = op(r) * w
             # Every term is a fresh tensor that no backward function keeps, so the sum can be taken in place.
