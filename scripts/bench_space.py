@@ -6,7 +6,7 @@
 Figures (seconds, megabytes):
 - decode: D=4, B=12, ours (exact dynamic program) vs MONAI's ``TopologySearch.decode`` on the same logits;
 - supernet step: one forward+backward at B=12, D=4, channel_mul 0.25, one 1x1x64^3 input, one-shot (every path
-  and op), ours vs MONAI's ``TopologySearch`` + ``DiNTS``; best wall time and peak memory (peak RSS minus RSS
+  and op), ours vs MONAI's ``TopologySearch`` + ``DiNTS``; best wall time and peak memory (peak RSS (VmHWM) minus RSS
   before the step, each implementation in a fresh process, the two alternated to share the machine's noise);
 - discrete network: forward time of the decoded architecture at channel_mul 0.5 (retraining doubles the search's),
   ours vs MONAI's ``TopologyInstance`` + ``DiNTS``.
@@ -28,7 +28,7 @@ CODE = str(ROOT / "code")
 
 # Runs in a fresh interpreter so that peak RSS belongs to one implementation only.
 WORKER = r'''
-import contextlib, io, json, resource, sys, time, torch
+import contextlib, io, json, sys, time, torch
 torch.set_num_threads({threads}); torch.manual_seed(0); sys.path.insert(0, {code!r})
 B, D, impl, what = {B}, {D}, {impl!r}, {what!r}
 x = torch.randn(1, 1, {side}, {side}, {side})
@@ -68,7 +68,9 @@ times = []
 for _ in range({repeats}):
     t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
     net.zero_grad(set_to_none=True)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's (this script's, which MONAI's decode grew past
+# 1.3 GB), so it floored every figure below that.
+peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
 print(json.dumps(dict(best_s=min(times), times=times, peak_minus_before_mb=peak - before)))
 '''
 
