@@ -150,8 +150,8 @@ class _P3DConvNorm(torch.autograd.Function):
     def forward(ctx, x, w1, w2, gamma, beta, pad1, pad2, eps):  # noqa: D102
         u = _conv_fwd(_conv_fwd(x, w1, pad1), w2, pad2)
         n, c = u.shape[:2]
-        y, mean, invstd = torch.native_batch_norm(u.view(1, n * c, *u.shape[2:]), gamma.repeat(n), beta.repeat(n),
-                                                  None, None, True, 0.0, eps)
+        y, mean, invstd = torch.native_batch_norm(u.view(1, n * c, *u.shape[2:]), _per_sample(gamma, n),
+                                                  _per_sample(beta, n), None, None, True, 0.0, eps)
         ctx.save_for_backward(x, w1, w2, gamma, mean, invstd)
         ctx.conf = (pad1, pad2, eps)
         return y.view(u.shape)
@@ -166,7 +166,7 @@ class _P3DConvNorm(torch.autograd.Function):
         n, c = u.shape[:2]
         flat = (1, n * c, *u.shape[2:])
         gu, gg, gb = torch.ops.aten.native_batch_norm_backward(
-            grad.contiguous().view(flat), u.view(flat), gamma.repeat(n), None, None, mean, invstd, True, eps,
+            grad.contiguous().view(flat), u.view(flat), _per_sample(gamma, n), None, None, mean, invstd, True, eps,
             [True, need_g, need_b])
         gu = gu.view(u.shape)
         del u
@@ -176,6 +176,11 @@ class _P3DConvNorm(torch.autograd.Function):
         gg = gg.view(n, c).sum(0) if need_g else None
         gb = gb.view(n, c).sum(0) if need_b else None
         return gx, gw1, gw2, gg, gb, None, None, None
+
+
+def _per_sample(param: torch.Tensor, n: int) -> torch.Tensor:
+    # Instance norm of n samples is batch norm over n * C channels, each sample's channels with the same affine.
+    return param if n == 1 else param.repeat(n)
 
 
 def _one_sample_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -386,8 +391,9 @@ class MixedCell(nn.Module):
 
     ``out = sum_k weights[k] * op_k(resample(x))``. The conv ops all start with a ReLU of the same tensor, so it is
     computed once and shared; each conv op's weight is folded into its norm's affine parameters, so no weighted copy
-    of an op output is kept for the backward pass; the sum is accumulated in place. Module layout: ``resample`` and
-    ``ops`` (a ModuleList in op-index order), as MONAI's ``Cell.preprocess`` and ``Cell.op.ops``.
+    of an op output is kept for the backward pass; the pseudo-3D ops recompute their two convolutions in the
+    backward pass rather than keep them (:class:`_P3DConvNorm`); the sum is accumulated in place. Module layout:
+    ``resample`` and ``ops`` (a ModuleList in op-index order), as MONAI's ``Cell.preprocess`` and ``Cell.op.ops``.
 
     Args:
         kind: path kind, -1 down, 0 same, +1 up.
