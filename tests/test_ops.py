@@ -190,13 +190,13 @@ def test_upsample_matches_trilinear_interpolation(shape):
     torch.testing.assert_close(gx, gr, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("batch, kind", [(1, 0), (2, 0), (1, 1), (2, -1)])
-def test_mixed_cell_gradients_match_the_plain_sum(batch, kind):
+@pytest.mark.parametrize("batch, kind, recompute", [(1, 0, True), (2, 0, True), (1, 1, True), (2, -1, True), (2, 1, False)])
+def test_mixed_cell_gradients_match_the_plain_sum(batch, kind, recompute):
     """MixedCell (shared ReLU, weights folded into the norms, pseudo-3D ops recomputed in the backward pass) gives
     the values and gradients of sum_k w_k op_k(resample(x)) computed module by module."""
     torch.manual_seed(0)
     c_in, c_out = (4, 3) if kind == 1 else (3, 3) if kind == 0 else (2, 3)
-    cell = MixedCell(kind, c_in, c_out, OPSETS[1])
+    cell = MixedCell(kind, c_in, c_out, OPSETS[1], recompute=recompute)
     randomize_(cell)
     x = torch.randn(batch, c_in, 4, 6, 8, requires_grad=True)
     w = torch.rand(len(OPSETS[1]), requires_grad=True)

@@ -392,7 +392,8 @@ class MixedCell(nn.Module):
     ``out = sum_k weights[k] * op_k(resample(x))``. The conv ops all start with a ReLU of the same tensor, so it is
     computed once and shared; each conv op's weight is folded into its norm's affine parameters, so no weighted copy
     of an op output is kept for the backward pass; the pseudo-3D ops recompute their two convolutions in the
-    backward pass rather than keep them (:class:`_P3DConvNorm`); the sum is accumulated in place. Module layout:
+    backward pass rather than keep them (:class:`_P3DConvNorm`, unless ``recompute`` is off); the sum is accumulated
+    in place. Module layout:
     ``resample`` and ``ops`` (a ModuleList in op-index order), as MONAI's ``Cell.preprocess`` and ``Cell.op.ops``.
 
     Args:
@@ -400,14 +401,16 @@ class MixedCell(nn.Module):
         c_in: channels of the source level.
         c_out: channels of the target level.
         op_names: candidate op names in index order (:func:`dints.space.opsets.opset_ops`).
+        recompute: recompute the pseudo-3D ops' convolutions in the backward pass instead of keeping them.
     """
 
-    def __init__(self, kind: int, c_in: int, c_out: int, op_names: Sequence[str]):
+    def __init__(self, kind: int, c_in: int, c_out: int, op_names: Sequence[str], recompute: bool = True):
         super().__init__()
         if not op_names:
             raise ValueError("a cell needs at least one op")
         self.kind = int(kind)
         self.op_names = list(op_names)
+        self.recompute = bool(recompute)
         self.resample = build_resample(kind, c_in, c_out)
         self.ops = nn.ModuleList(build_op(name, c_out) for name in op_names)
 
@@ -428,7 +431,7 @@ class MixedCell(nn.Module):
             if isinstance(op, ConvOp):
                 if r_relu is None:
                     r_relu = F.relu(r)
-                y = op.forward_activated(r_relu, scale=w, recompute=True)
+                y = op.forward_activated(r_relu, scale=w, recompute=self.recompute)
             else:
                 y = op(r) * w
             # Every term is a fresh tensor that no backward function keeps, so the sum can be taken in place.
