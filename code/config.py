@@ -99,6 +99,9 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
                    help="1: one-shot supernet (every path and op runs); 0: sample --path_num paths per block")
     g.add_argument("--path_num", type=int, default=5, help="paths sampled per block when --use_max 0")
     g.add_argument("--path_iters", type=int, default=1, help="resample the paths every this many iterations")
+    g.add_argument("--recompute", type=int, default=1, choices=[0, 1],
+                   help="1: the supernet's pseudo-3D ops recompute their convolutions in the backward pass (about 0.6x "
+                        "the activation memory of a one-shot step, ~10%% more time); 0: keep them (same results)")
     g.add_argument("--arch_lr", type=float, default=1e-3, help="Adam learning rate of the architecture parameters")
 
     g = p.add_argument_group("optimisation")

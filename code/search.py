@@ -55,7 +55,7 @@ def run_search(cfg) -> Path:
 
     torch.manual_seed(cfg.seed)
     net = SuperNet(cfg.in_channels, cfg.num_classes, cfg.blocks, cfg.levels, cfg.channel_mul, cfg.opset, cfg.cellop,
-                   bool(cfg.use_downsample)).to(device)
+                   bool(cfg.use_downsample), recompute=bool(cfg.recompute)).to(device)
     dist.broadcast_parameters(net)
     amp = cfg.amp and device.type == "cuda"
     arch = Architect(net, SearchSettings.from_options(cfg), d.world_size, amp)

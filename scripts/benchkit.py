@@ -473,6 +473,14 @@ def _rss_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (``VmHWM``; ``ru_maxrss`` would start at the launching process's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Build ``spec``'s workload here, run ``warmup`` untimed and ``repeats`` timed iterations.
 
@@ -508,7 +516,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         step()
         sync()
         times.append(time.perf_counter() - t)
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+    peak_rss = _peak_rss_mb()
     out: dict[str, Any] = {"times": [round(t, 5) for t in times], "median_s": statistics.median(times),
                            "best_s": min(times), "peak_rss_mb": round(peak_rss, 1),
                            "peak_mb": round(peak_rss - before, 1)}

@@ -148,14 +148,19 @@ def test_discrete_cell_matches_monai_cell(rate, op_index):
     torch.testing.assert_close(ours(x), ref(x, None), atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("kernel,stride,bias", [((3, 3, 3), 1, False), ((3, 3, 1), 1, False), ((1, 1, 1), 2, True)])
-def test_one_sample_conv_matches_reference(kernel, stride, bias):
-    """ops.Conv3d routes a batch of one through oneDNN: same output and gradients as F.conv3d."""
+@pytest.mark.parametrize(
+    "kernel,stride,bias,rows",
+    [((3, 3, 3), 1, False, 12), ((3, 3, 1), 1, False, 12), ((1, 1, 1), 2, True, 12), ((3, 3, 3), 2, False, 12),
+     ((3, 1, 3), 1, True, 7), ((3, 3, 3), 2, False, 10), ((1, 3, 1), 1, False, 2)],
+)
+def test_one_sample_conv_matches_reference(kernel, stride, bias, rows):
+    """ops.Conv3d routes a batch of one through oneDNN: same output and gradients as F.conv3d (input and weight
+    gradients by their own routes: flipped-kernel convolution, two half-samples, or a zero-paired copy)."""
     from dints.space.ops import Conv3d
 
     torch.manual_seed(0)
     conv = Conv3d(5, 7, kernel, stride=stride, padding=tuple(k // 2 for k in kernel), bias=bias)
-    x = torch.randn(1, 5, 12, 10, 8, requires_grad=True)
+    x = torch.randn(1, 5, rows, 10, 8, requires_grad=True)
     g = torch.randn_like(conv(x))
     conv(x).backward(g)
     grads = [x.grad.clone(), conv.weight.grad.clone()] + ([conv.bias.grad.clone()] if bias else [])
@@ -167,3 +172,40 @@ def test_one_sample_conv_matches_reference(kernel, stride, bias):
     assert torch.allclose(conv(x), ref, atol=1e-5)
     for a, b in zip(grads, refs):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-4 * b.abs().max().item())
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 4, 5, 6), (2, 2, 1, 3, 2), (1, 4, 8, 8, 8)])
+def test_upsample_matches_trilinear_interpolation(shape):
+    """The CPU upsampling by matrix products is F.interpolate's trilinear x2 with aligned corners, both ways."""
+    from dints.space.ops import _upsample2
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    y = _upsample2(x)
+    ref = F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=True)
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=0)
+    g = torch.randn_like(ref)
+    (gx,) = torch.autograd.grad(y, x, g)
+    (gr,) = torch.autograd.grad(ref, x, g)
+    torch.testing.assert_close(gx, gr, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("batch, kind, recompute", [(1, 0, True), (2, 0, True), (1, 1, True), (2, -1, True), (2, 1, False)])
+def test_mixed_cell_gradients_match_the_plain_sum(batch, kind, recompute):
+    """MixedCell (shared ReLU, weights folded into the norms, pseudo-3D ops recomputed in the backward pass) gives
+    the values and gradients of sum_k w_k op_k(resample(x)) computed module by module."""
+    torch.manual_seed(0)
+    c_in, c_out = (4, 3) if kind == 1 else (3, 3) if kind == 0 else (2, 3)
+    cell = MixedCell(kind, c_in, c_out, OPSETS[1], recompute=recompute)
+    randomize_(cell)
+    x = torch.randn(batch, c_in, 4, 6, 8, requires_grad=True)
+    w = torch.rand(len(OPSETS[1]), requires_grad=True)
+    g = torch.randn_like(cell(x, w))
+    params = [x, w, *cell.parameters()]
+    got = torch.autograd.grad(cell(x, w), params, g)
+    r = cell.resample(x)
+    expected = sum(wk * op(r) for wk, op in zip(w, cell.ops))
+    torch.testing.assert_close(cell(x, w), expected, atol=ATOL, rtol=0)
+    want = torch.autograd.grad(expected, params, g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-4 * b.abs().max().item() + 1e-6, rtol=0)
