@@ -8,7 +8,8 @@ autograd saves for the backward pass, module by module, as the modules of :mod:`
 - ReLU saves its output, and the convolution after it saves that same tensor (counted once); a convolution also
   saves its weight (a parameter, not an activation, except the half-precision copy autocast makes of it).
 - InstanceNorm saves its input (the convolution's output) and three per-sample, per-channel float32 vectors (the
-  affine weight repeated over the batch, the mean and the inverse standard deviation).
+  affine weight repeated over the batch, the mean and the inverse standard deviation); for a batch of one, two (it
+  runs as a batch norm, :func:`dints.space.ops.instance_norm`, without the repeated weight).
 - Trilinear resizing, concatenation, slicing, sums and the identity (skip op) save nothing; a pseudo-3D op also
   keeps the output of its first convolution.
 - The factorized down step saves the ReLU of the even and of the odd voxels (each 1/8 of its input) and the
@@ -166,7 +167,7 @@ class Prediction:
 
 def _norm(n: int, c: int) -> tuple[int, int]:
     # Saved float32 statistics and the affine parameters of an InstanceNorm over c channels.
-    return NORM_STATS * n * c * _FP32, 2 * c
+    return (NORM_STATS if n > 1 else NORM_STATS - 1) * n * c * _FP32, 2 * c
 
 
 def _conv_op(n: int, c_in: int, c_out: int, kernels: Sequence[Sequence[int]], vox: int, in_bytes: int,
