@@ -40,6 +40,9 @@ from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "code"))
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchkit import environment, table  # noqa: E402
+
 from dints.space import memory  # noqa: E402
 from dints.space.decode import decode  # noqa: E402
 from dints.space.network import DiscreteNet  # noqa: E402
@@ -159,6 +162,23 @@ def _stats(pred: list[float], meas: list[float]) -> dict:
             "median_rel_error": round(statistics.median(errors), 4), "max_rel_error": round(max(errors), 4)}
 
 
+def tables(result: dict) -> dict[str, str]:
+    """The page's table (``scripts/make_benchmarks_doc.py``): every architecture, then the two summaries."""
+    total = result["total_measure"]
+    rows = [[r["arch"], f"{r['pred_activations_mb']:.2f}", f"{r['meas_activations_mb']:.2f}",
+             f"{r['act_rel_error']:+.2%}", f"{r['pred_total_mb']:.2f}", f"{r['meas_total_mb']:.2f}",
+             f"{r['total_rel_error']:+.2%}"] for r in result["rows"]]
+    act, tot = result["activations"], result["total"]
+    summary = (f"\n\n{result['archs']} architectures, patch {result['side']}³, batch {result['batch']}, channel_mul "
+               f"{result['channel_mul']}, {'AMP' if result['amp'] else 'float32'}, {result['device']}: activations "
+               f"Spearman {act['spearman']:.4f}, median relative error {act['median_rel_error']:.2%} (max "
+               f"{act['max_rel_error']:.2%}); {total} Spearman {tot['spearman']:.4f}, median relative error "
+               f"{tot['median_rel_error']:.2%} (max {tot['max_rel_error']:.2%}).")
+    head = ["architecture", "predicted activations MB", "measured MB", "rel. error", f"predicted {total} MB",
+            "measured MB", "rel. error"]
+    return {"Memory predictor": table(head, rows) + summary}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--side", type=int, default=64, help="cubic patch side (divisible by 2**(D+1): 32, 64, 96, ...)")
@@ -206,7 +226,8 @@ def main(argv: list[str] | None = None) -> dict:
         for k in ("pred_activations_mb", "meas_activations_mb", "pred_total_mb", "meas_total_mb", "act_rel_error",
                   "total_rel_error"):
             r[k] = round(r[k], 4)
-    result = dict(device=a.device, gpu=torch.cuda.get_device_name() if device.type == "cuda" else None,
+    result = dict(bench="memory", env=environment(a.threads, a.device),
+                  device=a.device, gpu=torch.cuda.get_device_name() if device.type == "cuda" else None,
                   torch=torch.__version__, side=a.side, channel_mul=a.channel_mul, batch=a.batch, amp=a.amp,
                   threads=a.threads, archs=len(rows), total_measure=total_key, activations=act, total=tot,
                   seconds=round(time.perf_counter() - t0, 1), rows=rows)

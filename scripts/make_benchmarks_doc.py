@@ -32,15 +32,17 @@ import bench_data  # noqa: E402
 import bench_demo  # noqa: E402
 import bench_discrete  # noqa: E402
 import bench_gpu  # noqa: E402
+import bench_memory  # noqa: E402
 import bench_space  # noqa: E402
 from benchkit import ROOT, env_line, flat_table, last_json_line, table  # noqa: E402
 
-CPU_BENCHES = ("space", "discrete", "data", "demo")
+CPU_BENCHES = ("space", "discrete", "data", "memory", "demo")
 #: bench -> (script, table builder, one-line command for the page).
 BENCHES: dict[str, tuple[str, Callable[[dict], dict[str, str]], str]] = {
     "space": ("bench_space.py", bench_space.tables, "python scripts/bench_space.py"),
     "discrete": ("bench_discrete.py", bench_discrete.tables, "python scripts/bench_discrete.py"),
     "data": ("bench_data.py", bench_data.tables, "python scripts/bench_data.py"),
+    "memory": ("bench_memory.py", bench_memory.tables, "python scripts/bench_memory.py"),
     "demo": ("bench_demo.py", bench_demo.tables, "python scripts/bench_demo.py"),
     "gpu": ("bench_gpu.py", bench_gpu.tables, "bash scripts/bench_gpu.sh"),
 }
@@ -53,6 +55,7 @@ SECTIONS = [
     ("Discrete network: training", "discrete", "Discrete network training"),
     ("Discrete network: sliding-window inference", "discrete", "Sliding-window inference"),
     ("Data pipeline", "data", "Data pipeline"),
+    ("Memory predictor (CPU: saved-tensor bytes)", "memory", "Memory predictor"),
     ("Demo: wall time per stage", "demo", "Demo wall time"),
     ("Demo: validation Dice", "demo", "Demo validation Dice"),
     ("GPU", "gpu", "GPU"),
@@ -136,6 +139,17 @@ def goals(res: dict[str, dict]) -> list[list[Any]]:
         measured = ", ".join(f"{c[key]}× ({name})" for name, c in cases.items() if c.get(key) is not None) or None
         rows.append([f"{what} (same architecture)", "> 1× on every architecture", measured,
                      verdict(all(v > 1 for v in speedups) if speedups else None, "discrete")])
+    for bench, where in (("memory", "CPU, saved tensors"), ("gpu", "GPU, max_memory_allocated")):
+        m = _get(res, "gpu", "memory_predictor") if bench == "gpu" else res.get("memory")
+        if bench == "gpu" and m is None:
+            continue
+        for part in ("activations", "total"):
+            st = _get(m or {}, part)
+            rows.append([f"memory predictor, {part} ({where}, {m['archs'] if m else '≥ 20'} architectures)",
+                         "Spearman ≥ 0.95, median rel. error ≤ 15%",
+                         None if st is None else f"{st['spearman']:.3f}, {st['median_rel_error']:.1%}",
+                         verdict(None if st is None else st["spearman"] >= 0.95 and st["median_rel_error"] <= 0.15,
+                                 bench)])
     d = res.get("demo")
     after, dice = _get(res, "demo", "after_setup_s"), _get(res, "demo", "mean_val_dice")
     rows.append(["scripts/demo.sh wall time after set-up", "≤ 5 min",
