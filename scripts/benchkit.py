@@ -293,7 +293,7 @@ def search_step(spec: dict[str, Any], device) -> Callable[[], None]:
         from dints.train.architect import Architect
 
         net = SuperNet(cfg.in_channels, cfg.num_classes, cfg.blocks, cfg.levels, cfg.channel_mul, cfg.opset,
-                       cfg.cellop, bool(cfg.use_downsample)).to(device)
+                       cfg.cellop, bool(cfg.use_downsample), recompute=bool(cfg.recompute)).to(device)
         arch = Architect(net, SearchSettings.from_options(cfg, use_max=int(use_max)), 1, amp)
         path_gen = torch.Generator().manual_seed(cfg.seed + 7)
         net.train()
@@ -369,7 +369,7 @@ def supernet_step(spec: dict[str, Any], device) -> Callable[[], None]:
     cfg = stage_options(spec["preset"], "search", spec.get("options", ()))
     if spec["impl"] == "ours":  # its forward runs one-shot (use_max) by default
         net = SuperNet(cfg.in_channels, cfg.num_classes, cfg.blocks, cfg.levels, cfg.channel_mul, cfg.opset,
-                       cfg.cellop, bool(cfg.use_downsample)).to(device)
+                       cfg.cellop, bool(cfg.use_downsample), recompute=bool(cfg.recompute)).to(device)
     else:
         net, _ = monai_supernet(cfg, device)
     batch = random_batch(cfg, device, torch.Generator().manual_seed(0))

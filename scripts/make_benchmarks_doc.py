@@ -145,7 +145,8 @@ def goals(res: dict[str, dict]) -> list[list[Any]]:
             continue
         for part in ("activations", "total"):
             st = _get(m or {}, part)
-            rows.append([f"memory predictor, {part} ({where}, {m['archs'] if m else '≥ 20'} architectures)",
+            archs = (m or {}).get("archs") or "≥ 20"
+            rows.append([f"memory predictor, {part} ({where}, {archs} architectures)",
                          "Spearman ≥ 0.95, median rel. error ≤ 15%",
                          None if st is None else f"{st['spearman']:.3f}, {st['median_rel_error']:.1%}",
                          verdict(None if st is None else st["spearman"] >= 0.95 and st["median_rel_error"] <= 0.15,

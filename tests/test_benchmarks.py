@@ -218,8 +218,18 @@ def canned_results(tiny: bool = False) -> dict[str, dict]:
            "rows": {k: {"label": f"{k} row", "ours_s": 0.2, "monai_s": 0.4, "ours_per_s": 5.0, "monai_per_s": 2.5,
                         "ours_peak_mb": 5000.0, "monai_peak_mb": 9000.0, "time_ratio": 0.5, "peak_ratio": 0.556}
                     for k in ("search", "train", "infer")},
-           "memory_predictor": {"command": "scripts/bench_memory.py --device cuda", "spearman": 0.97}}
-    return {"space": space, "discrete": discrete, "data": data, "demo": demo, "gpu": gpu}
+           "memory_predictor": memory(0.97, 0.2, "total")}
+    return {"space": space, "discrete": discrete, "data": data, "demo": demo, "gpu": gpu,
+            "memory": dict(memory(1.0, 0.01, "held"), bench="memory", env=env, tiny=tiny)}
+
+
+def memory(spearman: float, median: float, total: str) -> dict:
+    """What scripts/bench_memory.py writes (on a GPU, bench_gpu.py keeps it as its ``memory_predictor``)."""
+    row = {"arch": "random B4 D2 4p", "pred_activations_mb": 10.0, "meas_activations_mb": 10.1, "act_rel_error": -0.01,
+           "pred_total_mb": 20.0, "meas_total_mb": 20.2, "total_rel_error": -0.01}
+    stats = {"spearman": spearman, "median_rel_error": median, "max_rel_error": median}
+    return {"device": "cpu", "side": 64, "channel_mul": 0.25, "batch": 1, "amp": False, "archs": 24,
+            "total_measure": total, "activations": stats, "total": stats, "rows": [row] * 24}
 
 
 def write_page(tmp_path: Path, results: dict[str, dict], notes: str | None = None) -> str:
@@ -245,20 +255,21 @@ def test_page_holds_every_required_row(tmp_path):
     page = write_page(tmp_path, canned_results(), notes="Memory is limited by the saved inputs of every path.")
     for heading in ("Goals", "What limits the goals not met", "Decoding", "One search iteration", "Path sampling",
                     "Compute efficiency", "Discrete network: training", "Discrete network: sliding-window inference",
-                    "Data pipeline", "Demo: wall time per stage", "Demo: validation Dice", "GPU",
-                    "GPU: memory predictor"):
+                    "Data pipeline", "Memory predictor (CPU: saved-tensor bytes)", "Demo: wall time per stage",
+                    "Demo: validation Dice", "GPU", "GPU: memory predictor"):
         assert f"\n## {heading}\n" in page, heading
     assert "Memory is limited by the saved inputs of every path." in page
-    assert page.count("\nMeasured ") == 11  # every table says where, with what and when it was measured
+    assert page.count("\nMeasured ") == 12  # every table says where, with what and when it was measured
     assert "Test CPU, 2 cores" in page and "2 CPU thread(s)" in page and "torch 2.13.0" in page
     assert "MONAI 1.6.1" in page and "2026-01-02 03:04 UTC" in page and "NVIDIA H200" in page
     for row in ("| 3 |", "| 4 |", "| 5 |", "| B=12, D=4, channel_mul 0.25, 1 × 64³ |", "| tiny preset: B=4, D=3 |",
                 "| 2 |", "| 6 |", "paper scale: B=12, D=4", "search iteration (2 batches)",
                 "retraining iteration (1 batch)", "| stage 1 search |", "| stage 6 resample + report |",
-                "| **after set-up** |", "| mean | 0.8500 |", "| search row |", "| infer row |", "spearman"):
+                "| **after set-up** |", "| mean | 0.8500 |", "| search row |", "| infer row |", "spearman",
+                "| random B4 D2 4p | 10.00 | 10.10 | -1.00% |"):
         assert row in page, row
     goals = goal_rows(page)
-    verdicts = {k.split(" (")[0]: v[-1] for k, v in goals.items()}
+    verdicts = {k.split(" (")[0]: v[-1] for k, v in goals.items() if not k.startswith("memory predictor")}
     assert verdicts == {
         "search iteration time vs MONAI": "**met**",  # 1.8 / 6.0 = 0.3
         "search iteration peak memory vs MONAI": "not met",  # 1300 / 2800 = 0.46
@@ -269,6 +280,11 @@ def test_page_holds_every_required_row(tmp_path):
         "scripts/demo.sh wall time after set-up": "**met**",
         "demo mean validation Dice": "**met**",
     }
+    by_place = {k: v[-1] for k, v in goals.items() if k.startswith("memory predictor")}  # CPU 1.0, 1%; GPU 0.97, 20%
+    assert by_place == {"memory predictor, activations (CPU, saved tensors, 24 architectures)": "**met**",
+                        "memory predictor, total (CPU, saved tensors, 24 architectures)": "**met**",
+                        "memory predictor, activations (GPU, max_memory_allocated, 24 architectures)": "not met",
+                        "memory predictor, total (GPU, max_memory_allocated, 24 architectures)": "not met"}
 
 
 def test_page_without_results_or_notes_says_what_is_missing(tmp_path):
@@ -289,10 +305,10 @@ def test_later_result_replaces_earlier_and_unknown_results_are_shown(tmp_path):
     (tmp_path / "old" / "demo.json").write_text(json.dumps(results["demo"]))
     log = tmp_path / "demo-run.log"
     log.write_text("some output\n| a | table |\n" + json.dumps(newer) + "\n")
-    other = tmp_path / "memory_cpu.json"
-    other.write_text(json.dumps({"bench": "memory", "spearman": 0.99, "median_rel_error": 0.1}))
+    other = tmp_path / "custom.json"
+    other.write_text(json.dumps({"bench": "custom", "spearman": 0.99, "median_rel_error": 0.1}))
     make_benchmarks_doc.main(["--from", str(tmp_path / "old" / "demo.json"), str(log), str(other),
                               "--out", str(tmp_path / "page.md"), "--notes", str(tmp_path / "none.md")])
     page = (tmp_path / "page.md").read_text()
     assert goal_rows(page)["demo mean validation Dice"][-1] == "not met"
-    assert "## Other result: memory" in page and "median_rel_error" in page
+    assert "## Other result: custom" in page and "median_rel_error" in page
