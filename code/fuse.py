@@ -85,25 +85,24 @@ def resample_to_original(cfg, task, log) -> Path:
         if not src.is_file():
             raise UserError(f"{src} does not exist; run stage 5 (fuse) first")
         name, image = Path(case["image"]).name, Path(case["image"])
-        header = affine = shape = None
         if image.is_file():
             img = nib.load(str(image))
             header, affine, shape = img.header, np.asarray(img.affine, dtype=np.float64), tuple(img.shape[:3])
+            origin = f"the original image {image}"
+        else:  # no original image here: the grid recorded at stage 4 (read without the probabilities)
+            with np.load(src) as z:
+                header, affine, shape = None, z["orig_affine"], tuple(int(v) for v in z["orig_shape"])
+            origin = f"the original size recorded in {src}"
         if sizes is not None:
             if name not in sizes:
                 raise DataError(f"{cfg.msd_size}: case '{name}' of task {task.name} is missing")
             want = tuple(int(s) for s in sizes[name])
-            if shape is not None and want != shape:
-                raise DataError(f"{cfg.msd_size}: size {list(want)} of '{name}' disagrees with the original image "
-                                f"{image} ({list(shape)})")
+            if want != shape:
+                raise DataError(f"{cfg.msd_size}: size {list(want)} of '{name}' disagrees with {origin} "
+                                f"({list(shape)})")
         plan.append((case, src, name, header, affine, shape))
     for case, src, name, header, affine, shape in plan:
         fused = load_probs(src)
-        if affine is None:  # no original image here: the grid recorded at stage 4
-            affine, shape = fused["orig_affine"], tuple(int(v) for v in fused["orig_shape"])
-            if sizes is not None and tuple(int(v) for v in sizes[name]) != shape:
-                raise DataError(f"{cfg.msd_size}: size {list(sizes[name])} of '{name}' disagrees with the original "
-                                f"size recorded in {src} ({list(shape)})")
         prob = resample_probabilities(fused["prob"], fused["affine"], affine, shape)
         save_labels(out / name, prob.argmax(0), affine, header)
         log.info("%s: %s on the original grid %s -> %s", case["id"], tuple(fused["prob"].shape[1:]), shape, out / name)

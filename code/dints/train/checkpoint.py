@@ -99,7 +99,7 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], keys: list[
 
 
 #: What every checkpoint of a training loop holds.
-RESUME_KEYS = ("iteration", "config", "history", "rng")
+REQUIRED_KEYS = ("iteration", "config", "history", "rng")
 
 
 def load_for_resume(path: Path, resume: str, current: dict[str, Any], keys: list[str], log) -> dict[str, Any] | None:
@@ -128,10 +128,10 @@ def load_for_resume(path: Path, resume: str, current: dict[str, Any], keys: list
             log.info("--resume no: starting afresh (%s will be overwritten)", path)
         return None
     try:
-        state = load(path, required=RESUME_KEYS)
+        state = load(path, required=REQUIRED_KEYS)
     except UserError as exc:
         try:
-            state = load(prev, required=RESUME_KEYS)
+            state = load(prev, required=REQUIRED_KEYS)
         except UserError:
             raise UserError(f"{exc}, and there is no readable previous checkpoint {prev.name}; move the files away "
                             "or pass --resume no to start afresh") from None

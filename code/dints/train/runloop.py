@@ -170,7 +170,22 @@ class RunLoop:
             writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.start)
         bar = tqdm(range(self.start, s.iters), initial=self.start, total=s.iters, desc=self.desc, disable=not main,
                    dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
-        bad, t0 = 0, time.perf_counter()
+        t0 = time.perf_counter()
+        try:
+            self._iterate(bar, writer, step, validate, extra, log_scalars)
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+        self.seconds, self.iterations_run = time.perf_counter() - t0, s.iters - self.start
+        if "model" in self.objects:  # every replica must have taken the same steps
+            self.replica_digests = dist.replica_digests(self.objects["model"])
+            if len(set(self.replica_digests)) > 1:
+                self.log.warning("the processes' models differ after training: %s", self.replica_digests)
+
+    def _iterate(self, bar, writer, step, validate, extra, log_scalars) -> None:
+        """The iterations of :meth:`run` (``bar`` iterates over them), stopping on a signal or repeated faults."""
+        s, bad = self.s, 0
         with StopRequest(self.log) as stop:
             for it in bar:
                 faults.on_iteration(it)
@@ -201,19 +216,8 @@ class RunLoop:
                 if signame is not None:
                     if self.saved_iteration != done:
                         self._save(self.latest, done, extra)
-                    bar.close()
-                    if writer is not None:
-                        writer.close()
                     dist.barrier()  # rank 0's checkpoint is on disk before any rank exits
                     raise Interrupted(signame, f"checkpoint {self.latest} holds iteration {done} of {s.iters}")
-        bar.close()
-        if writer is not None:
-            writer.close()
-        self.seconds, self.iterations_run = time.perf_counter() - t0, s.iters - self.start
-        if "model" in self.objects:  # every replica must have taken the same steps
-            self.replica_digests = dist.replica_digests(self.objects["model"])
-            if len(set(self.replica_digests)) > 1:
-                self.log.warning("the processes' models differ after training: %s", self.replica_digests)
 
     def _validate(self, done: int, validate: Callable[[int], Validation], extra, writer) -> None:
         res = validate(done)
