@@ -86,7 +86,7 @@ def run_search(cfg) -> Path:
             out.scalars.update({"loss/seg_arch": t["seg_a"], "loss/entropy": t["entropy"], "loss/memory": t["memory"],
                                 "loss/topology": t["topology"], "loss/arch_total": ares.loss,
                                 "memory/ratio_expected": t["mem_ratio"], "memory/ratio_decoded": t["mem_ratio_decoded"],
-                                "schedule/ramp": t["ramp"], "schedule/tau": t["tau"], "lr/arch": cfg.arch_lr})
+                                "schedule/ramp": t["ramp"], "schedule/tau": t["tau"], "lr/arch": arch.arch_lr})
             out.postfix.update({"seg_a": f"{t['seg_a']:.3f}", "ent": f"{t['entropy']:.3f}",
                                 "topo": f"{t['topology']:.2f}", "mem": f"{t['mem_ratio_decoded']:.3f}",
                                 "mem_exp": f"{t['mem_ratio']:.3f}", "tau": f"{t['tau']:.2f}"})

@@ -89,7 +89,7 @@ def test_arch_step_updates_only_architecture(tiny_args):
 def _arch_grads(tiny_args, *extra, it=None):
     cfg, net, arch, batch = _setup(tiny_args, *extra)
     it = cfg.iters - 1 if it is None else it  # w(t) = 1: regularisers at full weight
-    arch.opt_a.step = lambda *a, **k: None  # keep the parameters, look at the gradients
+    arch.opt_a.step = arch.opt_c.step = lambda *a, **k: None  # keep the parameters, look at the gradients
     captured = {}
     orig = arch.opt_a.zero_grad
 
@@ -101,6 +101,32 @@ def _arch_grads(tiny_args, *extra, it=None):
     arch.opt_a.zero_grad = capture
     res = arch.arch_step(batch, it, torch.device("cpu"))
     return res, captured
+
+
+def test_architecture_optimisers_are_the_authors(tiny_args):
+    """As in the DiNTS authors' search script: one Adam per architecture parameter set, betas (0.5, 0.999), no weight
+    decay, the learning rate times the number of processes, no gradient clipping. Checked by replaying the recorded
+    gradients of three architecture steps through two fresh, unclipped torch Adams."""
+    cfg, net, arch, batch = _setup(tiny_args, "--arch_lr", "0.05", "--grad_clip", "0.001")
+    start = [net.alpha_a.detach().clone(), net.alpha_c.detach().clone()]
+    grads = {"a": [], "c": []}
+    net.alpha_a.register_hook(lambda g: grads["a"].append(g.clone()))
+    net.alpha_c.register_hook(lambda g: grads["c"].append(g.clone()))
+    for it in range(cfg.warmup_iters, cfg.warmup_iters + 3):
+        assert arch.arch_step(batch, it, torch.device("cpu")).finite
+    replay = [torch.nn.Parameter(t.clone()) for t in start]
+    opts = [torch.optim.Adam([p], lr=0.05, betas=(0.5, 0.999), weight_decay=0.0) for p in replay]
+    for step in range(3):
+        for p, key, opt in zip(replay, "ac", opts):
+            p.grad = grads[key][step]
+            opt.step()
+    # A clip at 0.001 (or one joint clip) would have changed the second and third updates.
+    torch.testing.assert_close(net.alpha_a.detach(), replay[0].detach())
+    torch.testing.assert_close(net.alpha_c.detach(), replay[1].detach())
+    two = Architect(net, SearchSettings.from_options(cfg), world_size=2)
+    assert [g["lr"] for o in (two.opt_a, two.opt_c) for g in o.param_groups] == [0.1, 0.1]
+    assert two.opt_w.param_groups[0]["lr"] == 2 * cfg.base_lr
+    assert [o.param_groups[0]["params"] for o in (two.opt_a, two.opt_c)] == [[net.alpha_a], [net.alpha_c]]
 
 
 def test_loss_flags_change_what_is_optimised(tiny_args):

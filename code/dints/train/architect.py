@@ -9,7 +9,6 @@ architecture half with the weights frozen, on
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -52,8 +51,13 @@ class Architect:
             after each backward (:func:`dints.run.dist.average_gradients`), so frozen parameter groups and unsampled
             paths need none of DDP's unused-parameter handling.
         settings: optimisers, schedules, losses and the crop batch the memory estimate is sized for.
-        world_size: number of processes (scales the weight learning rate).
+        world_size: number of processes; it scales the learning rates of the weights and of the architecture.
         amp: mixed precision (CUDA only).
+
+    As the DiNTS authors' search script does, the two architecture parameter sets have an Adam optimiser each
+    (``opt_a`` for ``alpha_a``, ``opt_c`` for ``alpha_c``; betas (0.5, 0.999), no weight decay), both at
+    ``arch_lr`` times the number of processes, and their gradients are not clipped; the weights' gradients are
+    clipped at ``grad_clip``.
     """
 
     def __init__(self, net: SuperNet, settings: SearchSettings, world_size: int = 1, amp: bool = False):
@@ -62,7 +66,9 @@ class Architect:
         self.base_lr = s.base_lr * world_size
         self.opt_w = torch.optim.SGD(net.weight_parameters(), lr=self.base_lr, momentum=s.momentum,
                                      weight_decay=s.weight_decay)
-        self.opt_a = torch.optim.Adam(net.arch_parameters(), lr=s.arch_lr, betas=(0.5, 0.999), weight_decay=0.0)
+        self.arch_lr = s.arch_lr * world_size
+        self.opt_a = torch.optim.Adam([net.alpha_a], lr=self.arch_lr, betas=(0.5, 0.999), weight_decay=0.0)
+        self.opt_c = torch.optim.Adam([net.alpha_c], lr=self.arch_lr, betas=(0.5, 0.999), weight_decay=0.0)
         self.amp = amp
         self.scaler_w = torch.amp.GradScaler("cuda", enabled=amp)
         self.scaler_a = torch.amp.GradScaler("cuda", enabled=amp)
@@ -143,7 +149,7 @@ class Architect:
         _set_requires_grad(self.net.weight_parameters(), True)
         loss = self._forward_loss(batch, device, self.tau(it))
         ok = optimise(loss, self.opt_w, self.scaler_w, self.net.weight_parameters(), self.settings.grad_clip)
-        return StepResult(float(loss.detach()), {"seg_w": float(loss.detach())}, ok)
+        return StepResult(float(loss.detach()), {}, ok)
 
     def arch_step(self, batch: dict, it: int, device: torch.device) -> StepResult:
         """One Adam step on ``alpha_a``/``alpha_c`` (weights frozen)."""
@@ -155,22 +161,23 @@ class Architect:
         reg = self.arch_regularisers(tau)
         w = ramp(it, s.warmup_iters, s.iters)
         loss = seg + w * (reg["entropy"] + reg["memory"] + s.topology_weight * reg["topology"])
-        ok = optimise(loss, self.opt_a, self.scaler_a, self.net.arch_parameters(), s.grad_clip)
+        ok = optimise(loss, [self.opt_a, self.opt_c], self.scaler_a, self.net.arch_parameters(), grad_clip=0.0)
         _set_requires_grad(self.net.weight_parameters(), True)
         terms = {"seg_a": float(seg.detach()), "entropy": float(reg["entropy"].detach()),
                  "memory": float(reg["memory"].detach()),
                  "topology": float(reg["topology"].detach()), "mem_ratio": float(reg["mem_ratio"]), "ramp": w, "tau": tau}
-        return StepResult(float(loss.detach()), terms, ok and math.isfinite(float(loss.detach())))
+        return StepResult(float(loss.detach()), terms, ok)
 
     # -------------------------------------------------------------- state
     def state_dict(self) -> dict:
         """Optimiser and scaler states."""
-        return {"opt_w": self.opt_w.state_dict(), "opt_a": self.opt_a.state_dict(),
+        return {"opt_w": self.opt_w.state_dict(), "opt_a": self.opt_a.state_dict(), "opt_c": self.opt_c.state_dict(),
                 "scaler_w": self.scaler_w.state_dict(), "scaler_a": self.scaler_a.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
         self.opt_w.load_state_dict(state["opt_w"])
         self.opt_a.load_state_dict(state["opt_a"])
+        self.opt_c.load_state_dict(state["opt_c"])
         self.scaler_w.load_state_dict(state["scaler_w"])
         self.scaler_a.load_state_dict(state["scaler_a"])
