@@ -19,7 +19,9 @@ from typing import Any, Sequence
 import yaml
 
 from dints.data.msd import Task, load_task
-from dints.errors import ConfigError, DataError, OneLineParser
+from dints.space.topology import num_paths
+from dints.errors import ConfigError, DataError
+from dints.pipeline.cli import OneLineParser
 
 STAGES = ("search", "retrain", "test", "fuse")
 
@@ -344,7 +346,7 @@ def validate(cfg: argparse.Namespace) -> None:
             raise ConfigError(f"{where(cfg, key)} must be >= 1, got {v}")
     if cfg.num_classes is not None and cfg.num_classes < 2:
         raise ConfigError(f"{where(cfg, 'num_classes')} must be >= 2 (background included), got {cfg.num_classes}")
-    n_paths = 3 * cfg.levels - 2
+    n_paths = num_paths(cfg.levels)
     if not 1 <= cfg.path_num <= n_paths:
         raise ConfigError(f"{where(cfg, 'path_num')} must be in 1..{n_paths} (paths per block for {cfg.levels} levels)")
     if cfg.path_iters < 1:

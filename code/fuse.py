@@ -24,7 +24,8 @@ import numpy as np
 from config import load_config
 from dints.data.msd import load_task
 from dints.data.msd_size import read_msd_size
-from dints.errors import DataError, UserError, cli_main
+from dints.errors import DataError, UserError
+from dints.pipeline.cli import cli_main
 from dints.evaluate.fusion import fuse_probabilities
 from dints.evaluate.inference import load_probs, save_labels, save_probs
 from dints.evaluate.resample import resample_probabilities
@@ -68,7 +69,7 @@ def fuse_folds(cfg, task, log) -> Path:
         log.info("%s: fused folds %s%s", case["id"], sorted(have), f" (missing {missing})" if missing else "")
     if missing_all:
         log.warning("%d test case(s) fused without some folds: %s", len(missing_all), missing_all)
-    write_json(out / "summary.json", {"folds": folds, "cases": [c["id"] for c in task.test],
+    write_json(out / layout.SUMMARY, {"folds": folds, "cases": [c["id"] for c in task.test],
                                       "missing": {c: m for c, m in missing_all}})
     log.info("fused %d test case(s) -> %s", len(task.test), out)
     return out
@@ -121,7 +122,7 @@ def run_fuse(cfg) -> Path:
     out = layout.final_dir(run) if cfg.resample else layout.fused_dir(run)
     # One run at a time; the lock lies beside the output folder, which holds only results (final/ is delivered).
     notes = lock.acquire(run, f".{out.name}.lock", clean=out).notes
-    log = setup_logging(run / ("resample.log" if cfg.resample else "fuse.log"))
+    log = setup_logging(run / layout.LOGS["resample" if cfg.resample else "fuse"])
     for note in notes:
         log.warning("%s", note)
     if not task.test:

@@ -25,7 +25,8 @@ import torch
 
 from dints.data.msd import NIFTI_SUFFIXES, case_id, read_header
 from dints.data.transforms import infer_transforms
-from dints.errors import DataError, OneLineParser, UserError, cli_main
+from dints.errors import DataError, UserError
+from dints.pipeline.cli import OneLineParser, cli_main
 from dints.evaluate.fusion import fuse_probabilities
 from dints.evaluate.inference import predict_case, save_labels, save_probs
 from dints.evaluate.model_folder import ModelFolder
@@ -34,7 +35,7 @@ from dints.evaluate.resample import resample_probabilities
 from dints.run import dist
 from dints.run.runlog import setup_logging
 from dints.run.settings import InferSettings
-from dints.run.stage import init_processes, resolve_device
+from dints.pipeline.stage import init_processes, resolve_device
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from config import load_config
-from dints.errors import cli_main
+from dints.pipeline.cli import cli_main
 from dints.run import layout
 
 

@@ -17,15 +17,18 @@ import torch
 
 from config import load_config, resolve_task, to_dict, where
 from dints.data.loader import train_loader, val_loader
-from dints.errors import ConfigError, cli_main
+from dints.errors import ConfigError
+from dints.pipeline.cli import cli_main
 from dints.evaluate.validation import validate
 from dints.io import write_json
 from dints.run import dist, layout
-from dints.run.settings import DataSettings, InferSettings, LoopSettings
-from dints.run.stage import check_patch, init_processes, prepare
-from dints.space import memory
+from dints.run.settings import PREPROCESSING_KEYS, DataSettings, InferSettings, LoopSettings
+from dints.pipeline.stage import check_patch, init_processes, prepare
+from dints.space import network_memory
+from dints.space.archfile import read_arch
+from dints.space.network import DiscreteNet, retrain_channel_mul
 from dints.train.losses import seg_loss_fn
-from dints.train.modelfile import build_network, read_arch, retrain_channel_mul
+from dints.train.modelfile import retrain_facts
 from dints.train.optim import optimise
 from dints.train.runloop import RunLoop, Step, Validation
 from dints.train.schedule import step_lr
@@ -33,13 +36,13 @@ from dints.train.schedule import step_lr
 #: The learning rate halves at these fractions of the iterations.
 RETRAIN_LR_MILESTONES = (0.2, 0.4, 0.6, 0.8)
 #: Options that must not change when retraining resumes from latest.pt.
-RESUME_KEYS = ["task", "fold", "num_folds", "seed", "patch_size", "spacing", "intensity", "batch_size", "num_samples",
-               "iters", "base_lr"]
+RESUME_KEYS = ["task", "fold", "num_folds", "seed", *PREPROCESSING_KEYS, "batch_size", "num_samples", "iters",
+               "base_lr"]
 
 
 def arch_path(cfg) -> Path:
     """``--arch`` or the search run's ``arch.json``."""
-    return Path(cfg.arch) if cfg.arch else layout.search_dir(cfg.work_root, cfg.task, cfg.mem) / "arch.json"
+    return Path(cfg.arch) if cfg.arch else layout.search_dir(cfg.work_root, cfg.task, cfg.mem) / layout.ARCH
 
 
 def check_arch_matches(cfg, arch) -> None:
@@ -64,17 +67,17 @@ def run_retrain(cfg) -> Path:
     check_arch_matches(cfg, arch)
     check_patch(cfg.patch_size, arch.num_depths, arch.use_downsample, where(cfg, "patch_size"))
     out = layout.retrain_dir(layout.search_dir(cfg.work_root, cfg.task, cfg.mem), cfg.fold)
-    ctx = prepare(task, out, "retrain.log", work_root=cfg.work_root, fold=cfg.fold, num_folds=cfg.num_folds,
+    ctx = prepare(task, out, layout.LOGS["retrain"], work_root=cfg.work_root, fold=cfg.fold, num_folds=cfg.num_folds,
                   seed=cfg.seed, device=cfg.device, record=to_dict(cfg), stage="retrain")
     log, device = ctx.logger, ctx.device
     mul = retrain_channel_mul(cfg.channel_mul, arch)
     torch.manual_seed(cfg.seed)
-    net = build_network(arch, cfg.in_channels, cfg.num_classes, mul).to(device)
+    net = DiscreteNet(arch, cfg.in_channels, cfg.num_classes, mul).to(device)
     dist.broadcast_parameters(net)
     log.info("fold %d: %d training / %d validation cases; architecture %s (channel_mul %g, %.2fM parameters)",
              cfg.fold, len(ctx.train_ids), len(ctx.val_ids), arch_path(cfg), mul,
              sum(p.numel() for p in net.parameters()) / 1e6)
-    log.info("%s", memory.predict(net, cfg.patch_size, cfg.batch_size * cfg.num_samples,
+    log.info("%s", network_memory.predict(net, cfg.patch_size, cfg.batch_size * cfg.num_samples,
                                   amp=cfg.amp and device.type == "cuda", device_type=device.type,
                                   momentum=cfg.momentum > 0).summary())
     base_lr = cfg.base_lr * d.world_size
@@ -108,8 +111,7 @@ def run_retrain(cfg) -> Path:
         return Validation.of(validate(net, v_loader, cfg.num_classes, infer, device), "validation")
 
     def model_facts() -> dict:  # what test.py needs to rebuild the network from best.pt alone
-        return dict(kind="retrain", arch=arch.to_dict(), in_channels=cfg.in_channels, num_classes=cfg.num_classes,
-                    channel_mul=mul)
+        return retrain_facts(arch, cfg.in_channels, cfg.num_classes, mul)
 
     net.train()
     loop.run(step, validation, model_facts)

@@ -19,13 +19,13 @@ import torch
 from config import load_config, resolve_task, to_dict, where
 from dints.data.loader import train_loader, val_loader
 from dints.data.splits import search_halves
-from dints.errors import cli_main
+from dints.pipeline.cli import cli_main
 from dints.evaluate.validation import validate
 from dints.io import write_json
 from dints.run import dist, layout
 from dints.run.profiling import peak_memory_mb
-from dints.run.settings import DataSettings, InferSettings, LoopSettings, SearchSettings
-from dints.run.stage import check_patch, init_processes, prepare
+from dints.run.settings import PREPROCESSING_KEYS, DataSettings, InferSettings, LoopSettings, SearchSettings
+from dints.pipeline.stage import check_patch, init_processes, prepare
 from dints.space import relax
 from dints.space.archfile import export_monai_arch
 from dints.space.supernet import SuperNet
@@ -34,10 +34,9 @@ from dints.train.architect import Architect
 from dints.train.runloop import RunLoop, Step, Validation
 
 #: Options that must not change when a search resumes from latest.pt.
-RESUME_KEYS = ["task", "fold", "num_folds", "seed", "blocks", "levels", "channel_mul", "opset", "cellop",
-               "use_downsample", "patch_size", "spacing", "intensity", "batch_size", "num_samples", "iters",
-               "warmup_iters", "use_max", "path_num", "path_iters", "mem", "EF", "EP", "topology", "ef_end", "base_lr",
-               "arch_lr"]
+RESUME_KEYS = ["task", "fold", "num_folds", "seed", *PREPROCESSING_KEYS, "blocks", "levels", "channel_mul", "opset",
+               "cellop", "use_downsample", "batch_size", "num_samples", "iters", "warmup_iters", "use_max", "path_num",
+               "path_iters", "mem", "EF", "EP", "topology", "topology_weight", "ef_end", "base_lr", "arch_lr"]
 
 
 def run_search(cfg) -> Path:
@@ -45,7 +44,7 @@ def run_search(cfg) -> Path:
     d = init_processes(cfg.device)
     cfg, task = resolve_task(cfg)
     run_dir = layout.search_dir(cfg.work_root, cfg.task, cfg.mem)
-    ctx = prepare(task, run_dir, "search.log", work_root=cfg.work_root, fold=cfg.fold, num_folds=cfg.num_folds,
+    ctx = prepare(task, run_dir, layout.LOGS["search"], work_root=cfg.work_root, fold=cfg.fold, num_folds=cfg.num_folds,
                   seed=cfg.seed, device=cfg.device, record=to_dict(cfg), stage="search")
     check_patch(cfg.patch_size, cfg.levels, bool(cfg.use_downsample), where(cfg, "patch_size"), task, cfg.spacing)
     log, device = ctx.logger, ctx.device
@@ -102,7 +101,7 @@ def run_search(cfg) -> Path:
         res = validate(net, v_loader, cfg.num_classes, infer, device, forward=lambda x: net(x, use_max=True, tau=tau))
         found = arch.found_arch(done, log, task=cfg.task, fold=cfg.fold)
         if d.is_main:
-            write_arch_files(found, run_dir, f"arch_{done}", log)
+            write_arch_files(found, run_dir, layout.arch_snapshot(done), log)
         return Validation.of(res, "supernet validation", {"mem_ratio": found.mem_ratio,
                                                           "mem_ratio_expected": found.mem_ratio_expected},
                              f", memory ratio {found.mem_ratio:.3f} decoded, {found.mem_ratio_expected:.3f} expected")
@@ -115,9 +114,9 @@ def run_search(cfg) -> Path:
     loop.run(step, validation, sampling_state, log_scalars)
     final = arch.found_arch(cfg.iters, log, task=cfg.task, fold=cfg.fold)
     if d.is_main:
-        write_arch_files(final, run_dir, "arch", log)
+        write_arch_files(final, run_dir, Path(layout.ARCH).stem, log)
         if cfg.opset == 1:  # MONAI's DiNTS only knows opset 1
-            export_monai_arch(final, run_dir / "arch.pth")
+            export_monai_arch(final, run_dir / layout.ARCH_MONAI)
         peak, ran, seconds = peak_memory_mb(device), loop.iterations_run, loop.seconds
         write_json(run_dir / layout.SUMMARY, {
             "iterations": cfg.iters, "iterations_this_run": ran, "seconds_this_run": round(seconds, 3),
@@ -127,7 +126,7 @@ def run_search(cfg) -> Path:
             "val_dice": loop.history[-1]["val_dice"] if loop.history else None, "mode": "one-shot" if cfg.use_max else
             f"sampling {cfg.path_num} paths every {cfg.path_iters} iteration(s)"})
         log.info("searched architecture: %s (memory ratio %.3f decoded, %.3f expected; budget %g)",
-                 run_dir / "arch.json", final.mem_ratio, final.mem_ratio_expected, cfg.mem)
+                 run_dir / layout.ARCH, final.mem_ratio, final.mem_ratio_expected, cfg.mem)
         if ran:
             log.info("%d iterations in %.1f s (%.3f s per iteration); peak memory %s", ran, seconds, seconds / ran,
                      ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))

@@ -24,14 +24,15 @@ import torch
 
 from config import load_config, resolve_task, to_dict
 from dints.data.transforms import infer_transforms
-from dints.errors import DataError, cli_main
+from dints.errors import DataError
+from dints.pipeline.cli import cli_main
 from dints.evaluate.inference import original_grid, predict_case, save_labels, save_probs
 from dints.evaluate.metrics import case_metrics, summarise
 from dints.evaluate.resample import resample_probabilities
 from dints.io import write_csv, write_json
 from dints.run import dist, layout
 from dints.run.settings import DataSettings, InferSettings
-from dints.run.stage import init_processes, prepare
+from dints.pipeline.stage import init_processes, prepare
 from dints.train.checkpoint import load as load_checkpoint
 from dints.train.modelfile import load_trained
 
@@ -39,7 +40,7 @@ from dints.train.modelfile import load_trained
 def checkpoint_path(cfg) -> Path:
     """``--checkpoint`` or the fold's ``best.pt``."""
     run = layout.search_dir(cfg.work_root, cfg.task, cfg.mem)
-    return Path(cfg.checkpoint) if cfg.checkpoint else layout.retrain_dir(run, cfg.fold) / "best.pt"
+    return Path(cfg.checkpoint) if cfg.checkpoint else layout.best_checkpoint(run, cfg.fold)
 
 
 def _fmt(x: float) -> float | str:
@@ -76,13 +77,13 @@ def evaluate_validation(net, ctx, cfg) -> Path:
     rows = [{"case": cid, "dice": r[:k], "hd95": r[k:]} for cid, r in zip(ids, table)]
     ctx.record_config()  # with the results: a stage refused half-way leaves a finished run's record alone
     if d.is_main:
-        write_csv(out / "metrics.csv", [{"case": r["case"], **{f"dice_{n}": _fmt(v) for n, v in zip(names, r["dice"])},
+        write_csv(out / layout.METRICS, [{"case": r["case"], **{f"dice_{n}": _fmt(v) for n, v in zip(names, r["dice"])},
                                          **{f"hd95_{n}": _fmt(v) for n, v in zip(names, r["hd95"])}} for r in rows])
         summary = summarise(rows, names)
         summary.update(fold=cfg.fold, checkpoint=str(checkpoint_path(cfg)), tta=bool(cfg.tta))
-        write_json(out / "summary.json", summary)
+        write_json(out / layout.SUMMARY, summary)
         ctx.logger.info("fold %d: mean foreground Dice %.4f over %d cases -> %s", cfg.fold, summary["mean_dice"] or 0,
-                        len(rows), out / "summary.json")
+                        len(rows), out / layout.SUMMARY)
     return out
 
 
@@ -105,7 +106,7 @@ def infer_test(net, ctx, cfg) -> Path:
                 ctx.logger.info("%s: probabilities %s -> %s", case["id"], tuple(probs.shape), out / f"{case['id']}.npz")
     ctx.record_config()
     if d.is_main:
-        write_json(out / "summary.json", {"fold": cfg.fold, "checkpoint": str(checkpoint_path(cfg)), "tta": bool(cfg.tta),
+        write_json(out / layout.SUMMARY, {"fold": cfg.fold, "checkpoint": str(checkpoint_path(cfg)), "tta": bool(cfg.tta),
                                           "cases": [c["id"] for c in task.test]})
     return out
 
@@ -121,7 +122,7 @@ def run_test(cfg) -> Path:
         if state[key] != getattr(cfg, key):
             raise DataError(f"{ckpt} was trained with {key} {state[key]} but the task has {getattr(cfg, key)}")
     out = layout.eval_dir(layout.search_dir(cfg.work_root, cfg.task, cfg.mem), cfg.split, cfg.fold)
-    ctx = prepare(task, out, f"test_{cfg.split}.log", work_root=cfg.work_root, fold=cfg.fold, num_folds=cfg.num_folds,
+    ctx = prepare(task, out, layout.LOGS[cfg.split], work_root=cfg.work_root, fold=cfg.fold, num_folds=cfg.num_folds,
                   seed=cfg.seed, device=cfg.device, record=to_dict(cfg), stage="test")
     net = net.to(ctx.device)
     ctx.logger.info("model %s (iteration %d, validation Dice %.4f during retraining)", ckpt, state["iteration"],

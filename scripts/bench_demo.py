@@ -45,8 +45,9 @@ LOG_NAME = "bench_demo.log"
 STAGE_LINE = re.compile(r"^\[main\] stage (\d)")
 STAMPED = re.compile(r"^\[\s*([0-9.]+)\] (.*)$")
 #: Per stage, the log files it writes (globs inside the search run folder), for --from_work without a bench log.
-STAGE_LOGS = {1: ["search.log"], 2: ["retrain-fold*/retrain.log"], 3: ["val-fold*/test_val.log"],
-              4: ["test-fold*/test_test.log"], 5: ["fuse.log"], 6: ["resample.log"]}
+STAGE_LOGS = {1: [layout.LOGS["search"]], 2: [f"retrain-fold*/{layout.LOGS['retrain']}"],
+              3: [f"val-fold*/{layout.LOGS['val']}"], 4: [f"test-fold*/{layout.LOGS['test']}"],
+              5: [layout.LOGS["fuse"]], 6: [layout.LOGS["resample"]]}
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
 
 
@@ -127,14 +128,16 @@ def times_from_stage_logs(run: Path) -> dict:
                commit="unknown (the stage logs do not record it)")
     return {"source": "stage logs (1 s resolution; set-up, data and the search's start-up not seen)",
             "setup_s": None, "data_s": None, "stages": stages, "total_s": None, "after_setup_s": total, "env": env,
-            "shortened": len(list(run.glob("retrain-fold*/retrain.log"))) != 5}
+            "shortened": len(list(run.glob(STAGE_LOGS[2][0]))) != 5}
 
 
 def dice(run: Path) -> dict:
     """Each fold's mean foreground validation Dice and their mean."""
     folds = {}
-    for f in sorted(run.glob("val-fold*/" + layout.SUMMARY)):
-        folds[int(f.parent.name.removeprefix("val-fold"))] = json.loads(f.read_text())["mean_dice"]
+    for k in range(5):
+        f = layout.eval_dir(run, "val", k) / layout.SUMMARY
+        if f.is_file():
+            folds[k] = json.loads(f.read_text())["mean_dice"]
     mean = sum(folds.values()) / len(folds) if folds else None
     return {"folds": folds, "mean": mean}
 

@@ -44,7 +44,7 @@ TINY_CASES = {
 
 def describe(spec: dict) -> str:
     """``B=.., D=.., channel_mul .., N active paths, batch N × side³`` of a train spec."""
-    from dints.train.modelfile import retrain_channel_mul
+    from dints.space.network import retrain_channel_mul
 
     arch = benchmark_arch(spec)
     cfg = stage_options(spec["preset"], "retrain", spec["options"])

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Check the memory predictor (:mod:`dints.space.memory`) against measurement on many discrete architectures.
+"""Check the memory predictor (:mod:`dints.space.network_memory`) against measurement on many discrete architectures.
 
     python scripts/bench_memory.py [--side 64] [--channel_mul 0.25] [--batch 1] [--archs 24] [--device cpu|cuda]
                                    [--amp] [--threads 2]
@@ -43,10 +43,11 @@ sys.path.insert(0, str(ROOT / "code"))
 sys.path.insert(0, str(ROOT / "scripts"))
 from benchkit import environment, table  # noqa: E402
 
-from dints.space import memory  # noqa: E402
+from dints.space import network_memory as memory  # noqa: E402
 from dints.space.decode import decode  # noqa: E402
 from dints.space.network import DiscreteNet  # noqa: E402
 from dints.space.opsets import opset_ops  # noqa: E402
+from dints.space.topology import num_paths  # noqa: E402
 from dints.train.losses import seg_loss_fn  # noqa: E402
 
 
@@ -76,8 +77,8 @@ def architectures(count: int, side: int, seed: int = 0) -> list[dict]:
         b = [4, 6, 8, 12][int(torch.randint(4, (1,), generator=g))]
         d = int(torch.randint(2, max_depth + 1, (1,), generator=g))
         bias = float(torch.rand(1, generator=g)) * 4 - 2
-        alpha_a = torch.randn(b, 3 * d - 2, generator=g) * 2 + bias
-        alpha_c = torch.randn(b, 3 * d - 2, k, generator=g)
+        alpha_a = torch.randn(b, num_paths(d), generator=g) * 2 + bias
+        alpha_c = torch.randn(b, num_paths(d), k, generator=g)
         alpha_c[..., 0] += float(torch.rand(1, generator=g)) * 2  # more or fewer skip ops
         add("random", alpha_a, alpha_c, [1, 2, 4][len(out) % 3], 2 + len(out) % 3)
     return out[:count]

@@ -70,12 +70,13 @@ def bench_decode(depths: tuple[int, ...], monai_depths: tuple[int, ...], threads
     from monai.networks.nets import TopologySearch
 
     from dints.space.decode import decode
+    from dints.space.topology import num_paths
 
     torch.set_num_threads(threads)
     out = {}
     for d in depths:
         g = torch.Generator().manual_seed(d)
-        p = 3 * d - 2
+        p = num_paths(d)
         alpha_a, alpha_c = torch.randn(12, p, generator=g), torch.randn(12, p, 5, generator=g)
         ours = decode(alpha_a, alpha_c)  # builds the topology tables once
         times = []

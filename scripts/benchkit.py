@@ -235,12 +235,13 @@ def benchmark_arch(spec: dict[str, Any]):
 
     from dints.space.archfile import Arch
     from dints.space.decode import decode
-    from dints.train.modelfile import read_arch
+    from dints.space.archfile import read_arch
+    from dints.space.topology import num_paths
 
     if spec.get("arch_file"):
         return read_arch(spec["arch_file"])
     search = stage_options(spec["preset"], "search", spec.get("search_options", ()))
-    p = 3 * search.levels - 2
+    p = num_paths(search.levels)
     g = torch.Generator().manual_seed(int(spec.get("arch_seed", 0)))
     d = decode(torch.randn(search.blocks, p, generator=g), torch.randn(search.blocks, p, 5, generator=g))
     return Arch.from_decoded(d, opset=1, use_downsample=bool(search.use_downsample), channel_mul=search.channel_mul)
@@ -384,13 +385,13 @@ def supernet_step(spec: dict[str, Any], device) -> Callable[[], None]:
 
 
 def _discrete(spec: dict[str, Any], stage: str, device):
-    from dints.train.modelfile import build_network, retrain_channel_mul
+    from dints.space.network import DiscreteNet, retrain_channel_mul
 
     cfg = stage_options(spec["preset"], stage, spec.get("options", ()))
     arch = benchmark_arch(spec)
     mul = retrain_channel_mul(cfg.channel_mul, arch)
     if spec["impl"] == "ours":
-        net = build_network(arch, cfg.in_channels, cfg.num_classes, mul).to(device)
+        net = DiscreteNet(arch, cfg.in_channels, cfg.num_classes, mul).to(device)
     else:
         net = monai_discrete(arch, cfg.in_channels, cfg.num_classes, mul, device)
     return cfg, net

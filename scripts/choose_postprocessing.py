@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 from config import load_config  # noqa: E402
 from dints.data.msd import load_task  # noqa: E402
 from dints.data.splits import load_or_create_splits  # noqa: E402
-from dints.errors import UserError, cli_main  # noqa: E402
+from dints.errors import UserError  # noqa: E402
+from dints.pipeline.cli import cli_main  # noqa: E402
 from dints.evaluate.postprocess import choose_largest_component  # noqa: E402
 from dints.io import write_json  # noqa: E402
 from dints.run import layout  # noqa: E402
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(argv, "fuse")
     task = load_task(cfg.data_root, cfg.task)
     run = layout.search_dir(cfg.work_root, cfg.task, cfg.mem)
-    splits = load_or_create_splits(layout.task_dir(cfg.work_root, cfg.task) / "splits.json", task.case_ids,
+    splits = load_or_create_splits(layout.task_dir(cfg.work_root, cfg.task) / layout.SPLITS, task.case_ids,
                                    cfg.num_folds, cfg.seed, task.name)
     cases = []
     for k in cfg.folds if cfg.folds is not None else range(cfg.num_folds):
@@ -45,11 +46,11 @@ def main(argv: list[str] | None = None) -> dict:
     choice = choose_largest_component(cases, task.num_classes)
     out = {"largest_component": choice["largest_component"], "cases": len(cases),
            "dice": {task.labels[c]: v for c, v in choice["dice"].items()}}
-    write_json(run / "postprocessing.json", out)
+    write_json(run / layout.POSTPROCESSING, out)
     for c, v in choice["dice"].items():
         keep = "keep largest component" if c in choice["largest_component"] else "leave as is"
         print(f"{task.labels[c]}: mean Dice {v['plain']:.4f} plain, {v['filtered']:.4f} filtered -> {keep}")
-    print(f"wrote {run / 'postprocessing.json'} ({len(cases)} validation cases)")
+    print(f"wrote {run / layout.POSTPROCESSING} ({len(cases)} validation cases)")
     return out
 
 

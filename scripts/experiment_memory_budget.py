@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
         subprocess.run([sys.executable, str(ROOT / "scripts" / "make_demo_task.py"), "--out", str(task_dir)], check=True)
     runs = {(mem, seed): layout.search_dir(Path(a.work_root) / f"seed{seed}", "Task99_Demo", mem)
             for mem in a.budgets for seed in a.seeds}
-    todo = [(mem, seed) for (mem, seed), run in runs.items() if not (run / "arch.json").is_file()]
+    todo = [(mem, seed) for (mem, seed), run in runs.items() if not (run / layout.ARCH).is_file()]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     running: list[subprocess.Popen] = []
     for mem, seed in todo:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows = []
     for (mem, seed), run in runs.items():
-        arch = load_arch(run / "arch.json")
+        arch = load_arch(run / layout.ARCH)
         cfg = json.loads((run / "config_search.json").read_text())["config"]
         in_shape = (cfg["batch_size"], cfg["in_channels"], *cfg["patch_size"])
         rows.append({"budget": mem, "seed": seed, "decoded_ratio": arch.mem_ratio,

@@ -61,7 +61,7 @@ def step_activation_mb(run: Path, path_num: int | None, draws: int = 20) -> floa
     torch.manual_seed(0)
     net = SuperNet(cfg["in_channels"], cfg["num_classes"], cfg["blocks"], cfg["levels"], cfg["channel_mul"],
                    cfg["opset"], cfg["cellop"], bool(cfg["use_downsample"]))
-    state = torch.load(run / "latest.pt", map_location="cpu", weights_only=False)["model"]
+    state = torch.load(run / layout.LATEST, map_location="cpu", weights_only=False)["model"]
     net.load_state_dict(state)
     x = torch.randn(cfg["batch_size"] * cfg["num_samples"], cfg["in_channels"], *cfg["patch_size"])
     if path_num is None:
@@ -88,15 +88,15 @@ def one_run(a, path_num: int | None, seed: int) -> dict:
     flags = ONE_SHOT if path_num is None else ["--use_max", "0", "--path_num", str(path_num)]
     threads = "1" if a.jobs > 1 else None
     run = layout.search_dir(work, TASK, 0.8)
-    if not (run / "summary.json").is_file():  # a finished search is reused (its timing is that of its own run)
+    if not (run / layout.SUMMARY).is_file():  # a finished search is reused (its timing is that of its own run)
         _run([sys.executable, str(ROOT / "code" / "search.py"), *common, *flags, "--val_interval", "0"], threads)
-    summary = json.loads((run / "summary.json").read_text())
+    summary = json.loads((run / layout.SUMMARY).read_text())
     retrain_summary = layout.retrain_dir(run, 0) / layout.SUMMARY
     if not retrain_summary.is_file():
         _run([sys.executable, str(ROOT / "code" / "retrain.py"), *common, "--iters", str(a.retrain_iters),
               "--val_interval", str(max(1, a.retrain_iters // 4))], threads)
     retrained = json.loads(retrain_summary.read_text())
-    arch = json.loads((run / "arch.json").read_text())
+    arch = json.loads((run / layout.ARCH).read_text())
     print(f"[{mode}, seed {seed}] done", flush=True)
     return {"mode": mode, "seed": seed, "run": run, "path_num": path_num, "s_per_iter": summary["seconds_per_iteration"],
             "peak_rss_mb": round(summary["peak_rss_mb"]),

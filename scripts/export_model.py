@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 from config import load_config  # noqa: E402
 from dints.data.msd import load_task  # noqa: E402
-from dints.errors import cli_main  # noqa: E402
+from dints.pipeline.cli import cli_main  # noqa: E402
 from dints.evaluate.model_folder import export_model  # noqa: E402
 from dints.run import layout  # noqa: E402
 
@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> Path:
     cfg = load_config(rest, "fuse")
     run = layout.search_dir(cfg.work_root, cfg.task, cfg.mem)
     folds = cfg.folds if cfg.folds is not None else list(range(cfg.num_folds))
-    ckpts = {k: layout.retrain_dir(run, k) / "best.pt" for k in folds}
+    ckpts = {k: layout.best_checkpoint(run, k) for k in folds}
     ckpts = {k: f for k, f in ckpts.items() if f.is_file() or cfg.folds is not None}
-    post = run / "postprocessing.json"
+    post = run / layout.POSTPROCESSING
     zip_path = export_model(ckpts, load_task(cfg.data_root, cfg.task), Path(a.out),
                             json.loads(post.read_text()) if post.is_file() else None, a.torchscript, source=str(run))
     print(f"model folder {a.out} (folds {sorted(ckpts)}) and {zip_path}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 from dints.data.msd_size import update_msd_size  # noqa: E402
-from dints.errors import cli_main  # noqa: E402
+from dints.pipeline.cli import cli_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> Path:

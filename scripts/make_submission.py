@@ -24,7 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 from config import load_config  # noqa: E402
 from dints.data.msd import load_task  # noqa: E402
-from dints.errors import DataError, cli_main  # noqa: E402
+from dints.errors import DataError  # noqa: E402
+from dints.pipeline.cli import cli_main  # noqa: E402
 from dints.io import atomic_write  # noqa: E402
 from dints.run import layout  # noqa: E402
 

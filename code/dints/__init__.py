@@ -1,26 +1,31 @@
-"""DiNTS library shared by the stage entry points in ``code/``, grouped as the paper reads.
+"""DiNTS library shared by the stage entry points in ``code/``, grouped as the paper reads, in floors.
 
-- ``space/``: the search space and what lives in it (paper §3-§4). ``topology`` (paths, children, node patterns,
-  the architecture-code check), ``opsets`` (the op table: name, kernels, memory cost, label, builder), ``ops``
-  (modules), ``relax`` (continuous relaxation, entropy/topology/memory losses, memory of codes), ``sampling``
-  (path sampling), ``decode`` (logits to a discrete architecture), ``supernet``, ``network`` (the discrete net),
-  ``memory`` (the discrete net's training memory in MB, predicted), ``archfile`` (arch.json and MONAI arch codes),
-  ``visual`` (pictures).
-- ``data/``: MSD tasks in. ``msd`` (dataset.json and file checks), ``msd_size`` (original sizes), ``splits``,
-  ``transforms``, ``loader``.
-- ``train/``: optimising networks. ``architect`` (the bilevel step), ``losses``, ``optim``, ``schedule``,
-  ``runloop`` (the harness both training stages drive), ``checkpoint``, ``modelfile`` (architectures and trained
-  models for stages 2-4).
-- ``evaluate/``: results out. ``inference`` (sliding window, TTA, probability files), ``validation``, ``metrics``
-  (the one Dice, HD95, summaries), ``fusion``, ``resample``.
-- ``run/``: how a run is set up, for any stage. ``settings`` (typed values resolved from the options), ``layout``
-  (every run-folder and file name), ``stage`` (start-up checks), ``dist`` (processes), ``runlog``, ``profiling``.
-  The distributed helpers sit here rather than in ``train/`` because data loading, validation and inference use
-  them as much as training does.
-- ``errors`` and ``io`` (one-line user errors, atomic writes) serve every group.
+A module imports only modules of its own floor or lower, and no two modules import each other, directly or through
+others (function-local imports count); ``tests/test_package.py`` enforces both. From the ground up:
+
+0. The ground: ``errors`` (one-line user errors), ``io`` (atomic writes) and ``run/``, how a run is set up for any
+   stage: ``settings`` (typed values resolved from the options), ``layout`` (every run-folder and file name),
+   ``dist`` (processes), ``lock`` (one run per folder), ``signals`` (SIGTERM/SIGINT), ``faults`` (fault injection for
+   the tests), ``runlog``, ``profiling``.
+1. ``space/``, the search space and what lives in it (paper §3-§4): ``topology`` (paths, children, node patterns,
+   channel ladder, the architecture-code check), ``opsets`` (the op table, plain data), ``kernels`` (CPU kernels),
+   ``ops`` (modules), ``relax`` (continuous relaxation, entropy/topology/memory losses), ``sampling`` (path
+   sampling), ``decode`` (logits to a discrete architecture), ``supernet``, ``network`` (the discrete network),
+   ``network_memory`` (its training memory in MB, predicted), ``archfile`` (arch.json and MONAI arch codes),
+   ``visual`` (pictures).
+   And ``data/``, tasks in: ``msd`` (dataset.json and file checks), ``msd_size`` (original sizes), ``splits``,
+   ``transforms``, ``loader``.
+2. ``train/``, optimising networks: ``architect`` (the bilevel step), ``losses``, ``optim``, ``schedule``,
+   ``runloop`` (the harness both training stages drive), ``checkpoint``, ``modelfile`` (trained models, rebuilt in
+   one place).
+3. ``evaluate/``, results out: ``inference`` (sliding window, TTA, probability files), ``validation``, ``metrics``
+   (the one Dice, HD95, summaries), ``fusion``, ``resample``, ``postprocess``, ``model_folder`` (exported models).
+4. ``pipeline/``, on top: ``stage`` (what every stage does first: processes, data checks, splits, the run folder and
+   its record) and ``cli`` (the command-line wrapper: one line per error, exit statuses).
 
 The library never imports the stage entry points or their option parser, and never changes the options it is
-given: a stage resolves its settings at its edge and passes explicit values down.
+given: a stage resolves its settings at its edge and passes explicit values down. The method, and where this code
+differs from the paper and from MONAI, is described in ``docs/method.md``.
 """
 
 __version__ = "0.1.0"

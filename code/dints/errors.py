@@ -1,13 +1,11 @@
-"""User-facing errors and the command-line wrapper that reports them in one line."""
+"""User-facing errors (one line each, no traceback) and the exit status of an interrupted stage.
+
+:mod:`dints.pipeline.cli` turns them into what a command prints."""
 
 from __future__ import annotations
 
-import argparse
 import errno
-import os
 import re
-import sys
-from typing import Callable
 
 
 class UserError(Exception):
@@ -87,74 +85,6 @@ def os_error(exc: BaseException) -> str | None:
         hint = "; free some space and rerun the same command" if exc.errno == errno.ENOSPC else ""
         return f"{what}{where}{hint}"
     return None
-
-
-#: code/common.sh names a file here; an interrupted stage writes its status into it, because horovodrun and torchrun
-#: report any failing process as status 1.
-STATUS_FILE_ENV = "DINTS_STATUS_FILE"
-
-
-def _exit_interrupted() -> None:
-    path = os.environ.get(STATUS_FILE_ENV)
-    if path:
-        try:
-            with open(path, "w") as f:
-                f.write(f"{EXIT_INTERRUPTED}\n")
-        except OSError:
-            pass
-    sys.exit(EXIT_INTERRUPTED)
-
-
-def cli_main(fn: Callable[[], object]) -> None:
-    """Run a stage's ``main`` and report what stopped it in one line on stderr, without a traceback.
-
-    - :class:`UserError` (also wrapped by MONAI or a DataLoader worker) and an operating-system error on a named
-      file (``NotADirectoryError``, ``PermissionError``, a full disk): ``error: <message>``, exit 2.
-    - :class:`Interrupted` (SIGTERM/SIGINT after a checkpoint) and Ctrl-C: one line, exit :data:`EXIT_INTERRUPTED`.
-    - In a multi-process run, losing another process: one line naming this rank, exit 1.
-    - Anything else is a bug and keeps its traceback. ``--debug`` on the command line shows the traceback always.
-    """
-    from dints.run import signals
-
-    debug = "--debug" in sys.argv[1:]
-    signals.stop_at_once()
-    try:
-        fn()
-    except Interrupted as exc:
-        print(f"interrupted by {exc.signame}: {exc.saved}; rerun the same command to resume", file=sys.stderr)
-        _exit_interrupted()
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        print("interrupted: finished outputs are kept; rerun the same command to resume", file=sys.stderr)
-        _exit_interrupted()
-    except Exception as exc:
-        message = user_error(exc) or os_error(exc)
-        if message is not None:
-            if debug:
-                raise
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(2)
-        from dints.run import dist
-
-        d = dist.info()
-        if d.world_size > 1 and lost_peer(exc) and not debug:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            print(f"error: rank {d.rank} of {d.world_size}: another process of this run stopped, so this one stops "
-                  f"too (the launcher's report names it; rerun the same command to resume): {first}", file=sys.stderr)
-            sys.exit(1)
-        raise
-    finally:
-        from dints.run import lock
-
-        lock.release_all()
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, with its errors on one line (no usage block), like every other error of the command lines."""
-
-    def error(self, message: str):  # noqa: D102
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 class ArchError(UserError, ValueError):

@@ -20,17 +20,18 @@ from monai.transforms import Compose
 from torch.utils.data import DataLoader, Sampler
 
 from dints.data.transforms import train_transforms, val_transforms
-from dints.run import dist
-from dints.run.settings import DataSettings
+from dints.run import dist, layout
+from dints.run.settings import PREPROCESSING_KEYS, DataSettings
 
-PREPROCESS_KEYS = ("spacing", "intensity", "ct_window", "patch_size", "num_classes", "in_channels")
+#: What a disk-cached volume depends on: the preprocessing, and the channel and class counts (per-class indices).
+CACHE_KEYS = (*PREPROCESSING_KEYS, "num_classes", "in_channels")
 
 
 def cache_dir(data: DataSettings) -> Path:
     """Disk-cache folder of a task, keyed by the options that change preprocessing."""
-    key = json.dumps({k: getattr(data, k) for k in PREPROCESS_KEYS}, sort_keys=True)
+    key = json.dumps({k: getattr(data, k) for k in CACHE_KEYS}, sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-    return Path(data.work_root) / data.task / "cache" / digest
+    return layout.task_dir(data.work_root, data.task) / layout.CACHE / digest
 
 
 def cached_dataset(items: list[dict], transform: Compose, data: DataSettings, workers: int | None = None):

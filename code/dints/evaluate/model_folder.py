@@ -24,22 +24,26 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import monai
 import torch
+from torch.export import Dim, export
 
 from dints.data.msd import Task
 from dints.errors import UserError
 from dints.io import atomic_write, save_torch, write_json
-from dints.run.settings import DataSettings, InferSettings
+from dints.run import dist
+from dints.run.settings import PREPROCESSING_KEYS, DataSettings, InferSettings
 from dints.space.archfile import Arch, load_arch, save_arch
 from dints.space.network import DiscreteNet
-from dints.train import checkpoint
+from dints.train.modelfile import load_trained, network
 
 FORMAT = 1
 MANIFEST = "MANIFEST.sha256"
-#: The options of a retraining run that prediction repeats (preprocessing and sliding window).
-PREPROCESSING_KEYS = ("spacing", "intensity", "ct_window", "patch_size")
+#: The options of a retraining run that prediction repeats besides the preprocessing
+#: (:data:`dints.run.settings.PREPROCESSING_KEYS`): the sliding window.
 INFERENCE_KEYS = ("sw_overlap", "sw_batch_size")
 
 
@@ -65,8 +69,6 @@ def trace_network(net: DiscreteNet, patch_size: tuple[int, ...]) -> torch.jit.Sc
 def export_program(net: DiscreteNet, patch_size: tuple[int, ...]) -> torch.export.ExportedProgram:
     """The network as a ``torch.export`` program with dynamic batch and sides, exported on a batch of two patches
     (the plain convolution path)."""
-    from torch.export import Dim, export
-
     net = net.eval()
     x = torch.zeros(2, net.in_channels, *patch_size)
     with torch.no_grad():
@@ -93,11 +95,10 @@ def export_model(checkpoints: dict[int, Path], task: Task, out: Path, postproces
     """
     if not checkpoints:
         raise UserError("no retrained fold to export (run stage 2 first)")
-    states = {k: checkpoint.load(p) for k, p in sorted(checkpoints.items())}
+    trained = {k: load_trained(p) for k, p in sorted(checkpoints.items())}
+    states = {k: state for k, (_, state) in trained.items()}
     first_fold, first = next(iter(states.items()))
     for k, s in states.items():
-        if s.get("kind") != "retrain":
-            raise UserError(f"{checkpoints[k]} is not a retrained-model checkpoint (written by retrain.py)")
         for key in ("arch", "in_channels", "num_classes", "channel_mul"):
             if s[key] != first[key]:
                 raise UserError(f"{checkpoints[k]}: {key} differs from fold {first_fold}'s; export folds of one run")
@@ -112,17 +113,13 @@ def export_model(checkpoints: dict[int, Path], task: Task, out: Path, postproces
     tmp.mkdir(parents=True)
     arch = Arch.from_dict(first["arch"], source=str(checkpoints[first_fold]))
     save_arch(arch, tmp / "arch.json")
-    for k, s in states.items():
+    for k, (net, s) in trained.items():
         save_torch(tmp / f"fold{k}.pt", s["model"])
         if torchscript:
-            net = DiscreteNet(arch, s["in_channels"], s["num_classes"], s["channel_mul"])
-            net.load_state_dict(s["model"])
             trace_network(net, tuple(cfg["patch_size"])).save(str(tmp / f"fold{k}.ts"))
             torch.export.save(export_program(net, tuple(cfg["patch_size"])), str(tmp / f"fold{k}.pt2"))
     if postprocessing:
         write_json(tmp / "postprocessing.json", postprocessing)
-    import monai
-
     meta = {
         "format": FORMAT,
         "task": task.name,
@@ -209,12 +206,10 @@ class ModelFolder:
 
     def data_settings(self) -> DataSettings:
         """The preprocessing the folds were trained with (the loader fields are unused by prediction)."""
-        p = self.meta["preprocessing"]
-        return DataSettings(task=self.meta["task"], work_root="", spacing=None if p["spacing"] is None else
-                            tuple(p["spacing"]), intensity=p["intensity"], ct_window=tuple(p["ct_window"]),
-                            patch_size=tuple(p["patch_size"]), batch_size=1, num_samples=1, cache="none",
-                            cache_rate=1.0, num_workers=0, seed=0, in_channels=self.meta["in_channels"],
-                            num_classes=self.meta["num_classes"])
+        return DataSettings.from_options(SimpleNamespace(**self.meta["preprocessing"]), task=self.meta["task"],
+                                         work_root="", batch_size=1, num_samples=1, cache="none", cache_rate=1.0,
+                                         num_workers=0, seed=0, in_channels=self.meta["in_channels"],
+                                         num_classes=self.meta["num_classes"])
 
     def infer_settings(self, tta: bool, amp: bool = True) -> InferSettings:
         """The sliding window the folds were validated with."""
@@ -234,17 +229,16 @@ class ModelFolder:
             raise UserError(f"--folds: the model holds folds {self.meta['folds']}, not {missing}")
         out = {}
         for k in folds:
-            net = DiscreteNet(self.arch, self.meta["in_channels"], self.meta["num_classes"], self.meta["channel_mul"])
-            net.load_state_dict(torch.load(self.root / f"fold{k}.pt", map_location="cpu", weights_only=True))
-            out[k] = net.to(device).eval()
+            path = self.root / f"fold{k}.pt"
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+            out[k] = network(self.arch, self.meta["in_channels"], self.meta["num_classes"], self.meta["channel_mul"],
+                             weights, path).to(device)
         return out
 
 
 def _extract(zip_path: Path) -> Path:
     """Unpack a model zip once into ``<zip dir>/.<zip name>.<digest>/`` (named by the zip's contents, so another zip
     never reuses it), atomically, on rank 0; the other ranks wait and use it."""
-    from dints.run import dist
-
     def unpack() -> Path:
         target = zip_path.parent / f".{zip_path.stem}.{_sha256(zip_path)[:12]}"
         with zipfile.ZipFile(zip_path) as z:

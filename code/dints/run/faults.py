@@ -18,6 +18,8 @@ import os
 import signal
 from pathlib import Path
 
+from dints.run import dist
+
 ENV = "DINTS_FAULT"
 _counts: dict[str, int] = {}
 
@@ -50,8 +52,6 @@ def on_iteration(it: int) -> None:
     """Called by the training loop at the start of iteration ``it``."""
     if ENV not in os.environ:
         return
-    from dints.run import dist
-
     sig = {"kill-iter": signal.SIGKILL, "term-iter": signal.SIGTERM, "int-iter": signal.SIGINT}
     for rule in _rules():
         if len(rule) in (2, 3) and rule[0] in sig and int(rule[1]) == it and (

@@ -2,8 +2,12 @@
 
     <work_root>/<task>/                                 splits.json, labels_checked.json, cache/
     <work_root>/msd_size.json                           original image sizes (stage 6)
-    <work_root>/search-bilevel-ent-mem<MEM>-<task>/     stage 1 (the seed's name; MEM as %g: 0.80 -> 0.8)
-        retrain-fold<k>/  val-fold<k>/  test-fold<k>/   stages 2, 3, 4
+    <work_root>/search-bilevel-ent-mem<MEM>-<task>/     stage 1 (the name the authors' published code uses; MEM as
+                                                        %g: 0.80 -> 0.8): arch.json, arch.pth, arch_<iter>.json,
+                                                        latest.pt, metrics.csv, summary.json, search.log, tb/,
+                                                        config_search.json, postprocessing.json
+        retrain-fold<k>/                                stage 2: best.pt, latest.pt, metrics.csv, summary.json, ...
+        val-fold<k>/  test-fold<k>/                     stages 3, 4
         fused/  final/  final_summary.json              stages 5, 6
 
 The shell drivers ask this module for paths (``python -m dints.run.layout KIND --work_root W --task T --mem M
@@ -19,6 +23,32 @@ from pathlib import Path
 SUMMARY = "summary.json"
 MSD_SIZE = "msd_size.json"
 FINAL_SUMMARY = "final_summary.json"
+#: Files of a search run folder.
+ARCH = "arch.json"
+ARCH_MONAI = "arch.pth"
+POSTPROCESSING = "postprocessing.json"
+#: Files of a training run folder (the search's and each retrained fold's).
+LATEST = "latest.pt"
+BEST = "best.pt"
+METRICS = "metrics.csv"
+TENSORBOARD = "tb"
+#: Files of a task's folder in the run root.
+SPLITS = "splits.json"
+LABEL_STAMP = "labels_checked.json"
+CACHE = "cache"
+#: Log file of each stage, in its output folder (stages 5 and 6: in the search run folder).
+LOGS = {"search": "search.log", "retrain": "retrain.log", "val": "test_val.log", "test": "test_test.log",
+        "fuse": "fuse.log", "resample": "resample.log"}
+
+
+def config_record(stage: str) -> str:
+    """``config_<stage>.json``: the configuration and software environment a stage ran with, in its folder."""
+    return f"config_{stage}.json"
+
+
+def arch_snapshot(iteration: int) -> str:
+    """Name (without suffix) of the architecture decoded at a validation of the search: ``arch_<iteration>``."""
+    return f"arch_{iteration}"
 
 
 def mem_tag(mem: float) -> str:
@@ -32,7 +62,7 @@ def task_dir(work_root: str | Path, task: str) -> Path:
 
 
 def search_dir(work_root: str | Path, task: str, mem: float) -> Path:
-    """The search run folder, named as in the seed: ``<work_root>/search-bilevel-ent-mem<mem>-<task>``."""
+    """The search run folder, named as the authors' published code names it: ``<work_root>/search-bilevel-ent-mem<mem>-<task>``."""
     return Path(work_root) / f"search-bilevel-ent-mem{mem_tag(mem)}-{task}"
 
 
@@ -56,6 +86,11 @@ def fused_dir(run: Path) -> Path:
 def final_dir(run: Path) -> Path:
     """``<search run>/final``: stage 6's label maps on the original image grids."""
     return Path(run) / "final"
+
+
+def best_checkpoint(run: Path, fold: int) -> Path:
+    """``<search run>/retrain-fold<k>/best.pt``: the fold's model, the best validation Dice of its retraining."""
+    return retrain_dir(run, fold) / BEST
 
 
 def msd_size_file(work_root: str | Path) -> Path:

@@ -15,6 +15,10 @@ from typing import Any, TypeVar
 
 T = TypeVar("T", bound="_FromOptions")
 
+#: The options that decide how an image is preprocessed (resampled, normalised, padded, cut into windows). A resumed
+#: run must have the run's values, every fold of a model folder the same ones, and prediction repeats them.
+PREPROCESSING_KEYS = ("spacing", "intensity", "ct_window", "patch_size")
+
 
 def _freeze(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value

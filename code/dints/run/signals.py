@@ -13,7 +13,10 @@ import logging
 import signal
 from types import FrameType
 
+import torch
+
 from dints.errors import Interrupted
+from dints.run import dist
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -63,12 +66,8 @@ class StopRequest:
 
     def agreed(self) -> str | None:
         """The signal's name if any rank was asked to stop (all ranks get the same answer), else None."""
-        from dints.run import dist
-
         if dist.info().world_size == 1:
             return self.signame
-        import torch
-
         codes = {"SIGTERM": 1, "SIGINT": 2}
         got = int(dist.sum_tensor(torch.tensor([codes.get(self.signame, 0)], dtype=torch.int64)).item())
         if got == 0:

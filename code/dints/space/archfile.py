@@ -283,6 +283,20 @@ def load_arch(path: str | os.PathLike[str]) -> Arch:
 MONAI_OPSET = 1
 
 
+def read_arch(path: str | os.PathLike[str]) -> Arch:
+    """An architecture from ``arch.json`` or a MONAI arch-code ``.pth``/``.pt`` file (by its suffix).
+
+    Raises:
+        ArchError: missing or invalid file (naming it and the field).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ArchError(f"architecture file {path} does not exist (run the search first, or pass --arch)")
+    if path.suffix in (".pth", ".pt"):
+        return import_monai_arch(path)
+    return load_arch(path)
+
+
 def _numpy_safe_globals() -> list[Any]:
     # What a dict of numpy arrays pickles to; allowing exactly these keeps torch.load in weights_only mode, which
     # never runs arbitrary code from the file. Files written with numpy 1.x name the module ``numpy.core``.

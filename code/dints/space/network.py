@@ -13,9 +13,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from dints.space.ops import Cell, Decoder, Head, Stem, check_input, filter_nums
+from dints.space.ops import Cell, Decoder, Head, Stem, check_input
 from dints.space.opsets import OP_TABLE, opset_ops
-from dints.space.topology import check_codes, level_channels, num_paths, path_table
+from dints.space.topology import check_codes, filter_nums, level_channels, num_paths, path_table
 
 
 def _codes(arch_or_codes: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
@@ -150,6 +150,12 @@ class DiscreteNet(nn.Module):
                 new[t] = y if new[t] is None else new[t] + y
             nodes = new
         return self.head(self.decoder(nodes))
+
+
+def retrain_channel_mul(channel_mul: float | None, arch: Any) -> float:
+    """Channel multiplier of a retrained network: ``channel_mul`` (``--channel_mul``) if set, else twice the
+    search's (``arch.channel_mul``): the search's supernet is half as wide as the network retrained from it."""
+    return float(channel_mul) if channel_mul is not None else 2.0 * float(arch.channel_mul)
 
 
 def _pick(name: str, given: Any, extra: dict[str, Any], default: Any) -> Any:

@@ -1,16 +1,15 @@
-"""The op table of the DiNTS cell: every candidate operation's name, kernels, memory cost, picture label and builder.
+"""The op table of the DiNTS cell, as plain data: every candidate operation's name, kernels, memory cost and picture
+label.
 
-Adding an op means adding one :class:`OpSpec` row to :data:`OP_TABLE` (and its name to an op set); the cells
-(:mod:`dints.space.ops`), the memory estimate (:mod:`dints.space.relax`) and the pictures (:mod:`dints.space.visual`)
-all read this table. An architecture stores op *indices*; :data:`OPSETS` gives them meaning. ``opset 1`` is the
+Adding an op means adding one :class:`OpSpec` row to :data:`OP_TABLE` (and its name to an op set); the modules
+(:func:`dints.space.ops.build_op`), the memory estimate (:mod:`dints.space.relax`), the memory predictor
+(:mod:`dints.space.network_memory`) and the pictures (:mod:`dints.space.visual`) all read this table. An architecture stores op *indices*; :data:`OPSETS` gives them meaning. ``opset 1`` is the
 DiNTS op set of the paper, ``opset 0`` the C2FNAS-style cell. ``cellop`` keeps the first ``cellop`` ops of a set.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch.nn as nn
 
 Kernel = tuple[int, int, int]
 
@@ -39,14 +38,6 @@ class OpSpec:
         if not self.kernels:
             return 0.0
         return float(len(self.kernels)) + 2.0 * float(c_in_over_c_out)
-
-    def build(self, channels: int) -> nn.Module:
-        """The op's module for ``channels`` input and output channels, mapping ``(N, C, X, Y, Z)`` to the same shape."""
-        if not self.kernels:
-            return nn.Identity()
-        from dints.space.ops import ConvOp  # the modules import this table: resolved at call time
-
-        return ConvOp(channels, channels, list(self.kernels))
 
 
 #: Every op, by name.
@@ -111,12 +102,3 @@ def op_cost(name: str, c_in_over_c_out: float = 1.0) -> float:
         ValueError: unknown op name.
     """
     return op_spec(name).cost(c_in_over_c_out)
-
-
-def build_op(name: str, channels: int) -> nn.Module:
-    """Instantiate op ``name`` for ``channels`` channels (:meth:`OpSpec.build`).
-
-    Raises:
-        ValueError: unknown op name.
-    """
-    return op_spec(name).build(channels)

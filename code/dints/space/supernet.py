@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 
 from dints.space import relax, sampling
-from dints.space.ops import Decoder, Head, MixedCell, Stem, check_input, filter_nums
+from dints.space.ops import Decoder, Head, MixedCell, Stem, check_input
 from dints.space.opsets import opset_ops
-from dints.space.topology import CodeError, check_codes, level_channels, num_paths, path_table
+from dints.space.topology import CodeError, check_codes, filter_nums, level_channels, num_paths, path_table
 
 
 class SuperNet(nn.Module):

@@ -194,15 +194,36 @@ def child_patterns(num_depths: int) -> tuple[torch.Tensor, torch.Tensor]:
     return in_idx.clone(), out_idx.clone()
 
 
-def level_channels(num_depths: int, channel_mul: float, use_downsample: bool = True) -> list[int]:
-    """Feature channels at each level, ``int(32 * 2**(r + s) * channel_mul)`` with ``s = int(use_downsample)``.
+def filter_nums(num_depths: int, channel_mul: float) -> list[int]:
+    """The network's channel ladder, MONAI's ``filter_nums``: ``int(32 * 2**i * channel_mul)``, ``i = 0..D``.
 
-    This is MONAI's ``filter_nums[r + s]``: with the stem halving the input (``use_downsample``), level 0 already
-    carries 64 * channel_mul channels.
+    Level ``r`` carries ``filter_nums[r + int(use_downsample)]`` channels (:func:`level_channels`); the stems' first
+    convolution and the decoder use the others.
+
+    Args:
+        num_depths: number of resolution levels D.
+        channel_mul: channel multiplier (0.5 in search, 1.0 in retraining).
+
+    Returns:
+        A list of ``D + 1`` ints.
+
+    Raises:
+        ValueError: ``channel_mul`` so small that a level would have fewer than 2 channels.
+    """
+    nums = [int(32 * 2**i * channel_mul) for i in range(num_depths + 1)]
+    if nums[0] < 2:
+        raise ValueError(f"channel_mul={channel_mul} leaves fewer than 2 channels at the finest level")
+    return nums
+
+
+def level_channels(num_depths: int, channel_mul: float, use_downsample: bool = True) -> list[int]:
+    """Feature channels at each level: :func:`filter_nums` from ``int(use_downsample)`` on.
+
+    With the stem halving the input (``use_downsample``), level 0 already carries ``64 * channel_mul`` channels.
 
     Args:
         num_depths: number of resolution levels D (>= 2).
-        channel_mul: channel multiplier (0.5 in search, 1.0 in retraining).
+        channel_mul: channel multiplier.
         use_downsample: whether the stem halves the input resolution.
 
     Returns:
@@ -210,7 +231,14 @@ def level_channels(num_depths: int, channel_mul: float, use_downsample: bool = T
     """
     num_paths(num_depths)
     s = int(use_downsample)
-    return [int(32 * 2 ** (r + s) * channel_mul) for r in range(num_depths)]
+    return filter_nums(num_depths, channel_mul)[s : s + num_depths]
+
+
+def input_divisor(num_depths: int, use_downsample: bool = True) -> int:
+    """What every side of a network's input must be divisible by: ``2**(num_depths + int(use_downsample))`` (the
+    rule of MONAI's DiNTS, which the discrete network, the supernet, the patch check and the memory predictor
+    share)."""
+    return 2 ** (num_depths + int(use_downsample))
 
 
 def level_shape(in_spatial: tuple[int, ...] | list[int], level: int, use_downsample: bool = True) -> tuple[int, ...]:

@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
 
 from dints.errors import Interrupted, UserError
 from dints.io import write_csv
-from dints.run import dist, faults
+from dints.run import dist, faults, layout
 from dints.run.settings import LoopSettings
 from dints.run.signals import StopRequest
 from dints.train import checkpoint
@@ -101,7 +103,7 @@ class RunLoop:
         self.desc, self.run_dir, self.s, self.log, self.hint = desc, Path(run_dir), settings, log, hint
         self.config, self.objects = config, objects
         self.keep_best = keep_best
-        self.latest, self.best_path = self.run_dir / "latest.pt", self.run_dir / "best.pt"
+        self.latest, self.best_path = self.run_dir / layout.LATEST, self.run_dir / layout.BEST
         self.start, self.history, self.best, self.best_iteration = 0, [], -1.0, -1
         self.seconds, self.iterations_run = 0.0, 0
         self.replica_digests: list[str] = []
@@ -160,14 +162,10 @@ class RunLoop:
         Raises:
             UserError: ``MAX_BAD_STEPS`` consecutive non-finite steps.
         """
-        from tqdm import tqdm
-
         s, main = self.s, dist.info().is_main
         writer = None
         if main:
-            from tensorboardX import SummaryWriter
-
-            writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.start)
+            writer = SummaryWriter(str(self.run_dir / layout.TENSORBOARD), purge_step=self.start)
         bar = tqdm(range(self.start, s.iters), initial=self.start, total=s.iters, desc=self.desc, disable=not main,
                    dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
         t0 = time.perf_counter()
@@ -230,6 +228,6 @@ class RunLoop:
             for k, v in res.scalars.items():
                 writer.add_scalar(k, v, done)
         if dist.info().is_main:
-            write_csv(self.run_dir / "metrics.csv", self.history)
+            write_csv(self.run_dir / layout.METRICS, self.history)
         if improved and self.keep_best:
             self._save(self.best_path, done, extra)

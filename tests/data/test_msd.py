@@ -15,7 +15,7 @@ from config import load_config, resolve_task
 from dints.data.msd import case_id, check_headers, check_labels, load_task
 from dints.errors import DataError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TASK = "Task99_Demo"
 
 

@@ -11,7 +11,7 @@ from dints.space.archfile import Arch
 from dints.space.network import DiscreteNet
 from dints.space.ops import ConvOp
 from dints.space.opsets import opset_ops
-from monai_ref import (  # noqa: F401  (single_thread is an autouse fixture)
+from helpers.monai_ref import (  # noqa: F401  (single_thread is an autouse fixture)
     load_from_monai,
     monai_discrete,
     path_ends,

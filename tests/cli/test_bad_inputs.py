@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-import stages
-from stages import FAST, ROOT
+from helpers import stages
+from helpers.stages import FAST, ROOT
 
 pytestmark = pytest.mark.slow  # runs every stage in-process: about a minute
 TASK = "Task99_Demo"
@@ -118,10 +118,10 @@ class Env:
     def model_of(self, **counts) -> dict:
         """best.pt as if trained on a task with other channel/class counts (a consistent checkpoint)."""
         from dints.space.archfile import Arch
-        from dints.train.modelfile import build_network
+        from dints.space.network import DiscreteNet
 
         state = {**self.best(), **counts}
-        net = build_network(Arch.from_dict(state["arch"]), state["in_channels"], state["num_classes"],
+        net = DiscreteNet(Arch.from_dict(state["arch"]), state["in_channels"], state["num_classes"],
                             state["channel_mul"])
         return {**state, "model": net.state_dict()}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages import FAST, ROOT
+from helpers.stages import FAST, ROOT
 
 pytestmark = pytest.mark.slow  # main.sh end to end, many times: about three minutes
 TASK = "Task99_Demo"

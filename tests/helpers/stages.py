@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--blocks", "2", "--levels", "2", "--patch_size", "16", "16", "16", "--spacing", "4", "4", "4",
         "--channel_mul", "0.25", "--path_num", "3", "--iters", "8", "--warmup_iters", "4", "--val_interval", "4",
         "--ckpt_interval", "2", "--sw_batch_size", "8"]
@@ -40,7 +40,7 @@ class Result:
 
 def run(script: str, argv: list[str], capfd, env: dict[str, str] | None = None) -> Result:
     """Run ``code/<script>.py argv`` through ``cli_main``; returns the exit status and stderr."""
-    from dints.errors import cli_main
+    from dints.pipeline.cli import cli_main
     from dints.run import faults
 
     mod = module(script)

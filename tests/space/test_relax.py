@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import DiNTS, TopologySearch
 
-import independent
+from helpers import independent
 from dints.space import relax, topology
 from dints.space.opsets import OPSETS, op_cost, opset_ops
 

@@ -9,7 +9,7 @@ import torch
 from dints.space import relax
 from dints.space.sampling import inclusion_probs, prune_unread, sample_block_paths, systematic_sample
 from dints.space.supernet import SuperNet
-from monai_ref import path_ends, single_thread  # noqa: F401  (single_thread is an autouse fixture)
+from helpers.monai_ref import path_ends, single_thread  # noqa: F401  (single_thread is an autouse fixture)
 
 
 def test_inclusion_probs_hand_worked():

@@ -28,16 +28,17 @@ benchmark measures it in), the CUDA context and the caching allocator's reserve 
 is what :func:`largest_batch`'s headroom is for.
 
 ``scripts/bench_memory.py`` checks the prediction against the bytes autograd really saves on 20+ architectures (and
-against ``torch.cuda.max_memory_allocated`` on a GPU); ``tests/test_memory.py`` against hand-worked cases.
+against ``torch.cuda.max_memory_allocated`` on a GPU); ``tests/space/test_network_memory.py`` against hand-worked
+cases.
 
-Command line (an ``arch.json`` or MONAI ``.pth``; channel_mul defaults to twice the search's, as retraining)::
+Command line: ``scripts/predict_memory.py`` (an ``arch.json`` or MONAI ``.pth``; channel_mul defaults to twice the
+search's, as retraining)::
 
-    PYTHONPATH=code python -m dints.space.memory --arch arch.json --patch 96 96 96 --batch 2 [--amp] [--gpu_mb 24000]
+    python scripts/predict_memory.py --arch arch.json --patch 96 96 96 --batch 2 [--amp] [--gpu_mb 24000]
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
@@ -45,7 +46,6 @@ from typing import Any, Sequence
 import torch
 
 from dints.space import topology
-from dints.space.network import filter_nums
 from dints.space.opsets import op_spec, opset_ops
 
 #: Bytes per megabyte (MiB), as the rest of the project reports memory.
@@ -292,11 +292,11 @@ def predict(arch: Any, patch: Sequence[int], batch: int = 1, channel_mul: float 
     ops = list(getattr(arch, "ops", None) or opset_ops(1))
     patch, n, p = tuple(int(x) for x in patch), int(batch), precision(amp, device_type)
     s = int(use_downsample)
-    f = 2 ** (num_depths - 1 + s)
+    f = topology.input_divisor(num_depths, use_downsample)  # the network's own rule (dints.space.ops.check_input)
     if len(patch) != 3 or any(side % f for side in patch):
         raise ValueError(f"patch {list(patch)}: a {num_depths}-level network needs 3 sides divisible by {f}")
     vox_in = math.prod(patch)
-    nums = filter_nums(num_depths, channel_mul)
+    nums = topology.filter_nums(num_depths, channel_mul)
     vox = [math.prod(topology.level_shape(patch, r, use_downsample)) for r in range(num_depths)]
 
     paths = torch.arange(code_a.shape[1])
@@ -339,46 +339,3 @@ def largest_batch(arch: Any, patch: Sequence[int], budget_mb: float, *args: Any,
     one, two = (predict(arch, patch, n, *args, **kwargs).total for n in (1, 2))
     per_crop, fixed = two - one, 2 * one - two
     return max(0, int((budget_mb * MB - fixed) // per_crop))
-
-
-def main(argv: list[str] | None = None) -> Prediction:
-    """Print the predicted memory of retraining an architecture file (one summary line and a JSON line)."""
-    import json
-
-    from dints.errors import UserError
-    from dints.train.modelfile import read_arch, retrain_channel_mul
-
-    ap = argparse.ArgumentParser(prog="python -m dints.space.memory", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arch", required=True, help="arch.json or MONAI arch-code .pth")
-    ap.add_argument("--patch", type=int, nargs=3, default=[96, 96, 96], metavar=("X", "Y", "Z"), help="crop size")
-    ap.add_argument("--batch", type=int, default=2, help="crops per step and GPU (batch_size * num_samples)")
-    ap.add_argument("--channel_mul", type=float, default=None, help="default: twice the search's, as retrain.py")
-    ap.add_argument("--in_channels", type=int, default=1, help="image channels")
-    ap.add_argument("--num_classes", type=int, default=2, help="classes, background included")
-    ap.add_argument("--amp", action="store_true", help="mixed precision (torch.autocast on a GPU)")
-    ap.add_argument("--gpu_mb", type=float, default=None,
-                    help="also print the largest batch whose predicted total fits this much GPU memory (MB)")
-    ap.add_argument("--headroom", type=float, default=0.15,
-                    help="with --gpu_mb: fraction of it kept free for the CUDA context, cuDNN workspace and allocator")
-    a = ap.parse_args(argv)
-    arch = read_arch(a.arch)
-    mul = retrain_channel_mul(a.channel_mul, arch)
-    try:
-        pred = predict(arch, a.patch, a.batch, mul, a.in_channels, a.num_classes, amp=a.amp)
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    print(pred.summary())
-    out = pred.to_dict()
-    if a.gpu_mb is not None:
-        out["largest_batch"] = largest_batch(arch, a.patch, a.gpu_mb * (1 - a.headroom), mul, a.in_channels,
-                                             a.num_classes, amp=a.amp)
-        print(f"largest batch for patch {'x'.join(map(str, a.patch))} within {a.gpu_mb:g} MB less "
-              f"{a.headroom:.0%} headroom: {out['largest_batch']}")
-    print(json.dumps(out))
-    return pred
-
-
-if __name__ == "__main__":
-    from dints.errors import cli_main
-
-    cli_main(main)

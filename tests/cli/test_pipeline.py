@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow  # subprocesses running main.sh end to end
 FAST = ("--blocks 2 --levels 2 --patch_size 16 16 16 --spacing 4 4 4 --path_num 3 "
         "--iters 8 --warmup_iters 4 --val_interval 4 --ckpt_interval 4 --sw_batch_size 8")

@@ -7,7 +7,7 @@ import torch
 
 from dints.space.ops import ConvOp, MixedCell, Stem
 from dints.space.supernet import SuperNet
-from monai_ref import (  # noqa: F401  (single_thread is an autouse fixture)
+from helpers.monai_ref import (  # noqa: F401  (single_thread is an autouse fixture)
     load_from_monai,
     monai_name,
     monai_search,

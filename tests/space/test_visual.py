@@ -12,7 +12,7 @@ import pytest
 from dints.space import visual
 from dints.space.archfile import Arch, save_arch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # D=2, B=2: block 0 = paths 0 (0->0, conv_3x3x3) and 2 (0->1, conv_1x3x3); block 1 = paths 2 (skip) and 3 (conv_3x1x3).
 ARCH = Arch(

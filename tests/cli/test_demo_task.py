@@ -13,7 +13,7 @@ import pytest
 
 from dints.data.msd import check_headers, check_labels, load_task
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_generated_task_is_valid_msd(demo_root):

@@ -53,7 +53,7 @@ class StageContext:
         """Write ``config_<stage>.json`` (rank 0): once the stage's checks have passed, so that a refused run never
         overwrites the record of the run that made the folder's results."""
         if dist.info().is_main:
-            write_json(self.run_dir / f"config_{self.stage}.json", {"config": self.record, "environment": environment()})
+            write_json(self.run_dir / layout.config_record(self.stage), {"config": self.record, "environment": environment()})
         dist.barrier()
 
 
@@ -107,8 +107,8 @@ def prepare(task: Task, run_dir: Path, log_name: str, *, work_root: str, fold: i
 
     def check_and_split() -> list[dict]:  # on rank 0, which alone writes the label stamp and splits.json
         check_headers(task)
-        check_labels(task, tdir / "labels_checked.json", progress=True)
-        return load_or_create_splits(tdir / "splits.json", task.case_ids, num_folds, seed, task.name)
+        check_labels(task, tdir / layout.LABEL_STAMP, progress=True)
+        return load_or_create_splits(tdir / layout.SPLITS, task.case_ids, num_folds, seed, task.name)
 
     folds = dist.on_main(check_and_split)
     return StageContext(task, folds[fold]["train"], folds[fold]["val"], run_dir, dev, logger, record, stage)

@@ -11,7 +11,7 @@ import pytest
 
 from dints.run import layout
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN = "search-bilevel-ent-mem0.8-Task99_Demo"  # the seed's name, spelled by hand
 
 

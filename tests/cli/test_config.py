@@ -12,7 +12,7 @@ import pytest
 from config import STAGES, build_parser, load_config, read_preset, to_dict
 from dints.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEED_OPTIONS = ["--iters", "--warmup_iters", "--EF", "--EP", "--ef_end", "--topology", "--base_lr", "--opset",
                 "--cellop", "--path_iters", "--path_num", "--use_max", "--mem"]
 OTHER_OPTIONS = ["--data_root", "--task", "--fold", "--num_folds", "--work_root", "--blocks", "--levels",

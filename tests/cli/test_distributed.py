@@ -19,9 +19,9 @@ import torch
 from dints.errors import lost_peer
 from dints.run.dist import threads_per_process
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-WORKER = ROOT / "tests" / "dist_worker.py"
+WORKER = ROOT / "tests" / "helpers" / "dist_worker.py"
 FAST = ("--blocks 2 --levels 2 --path_num 3 --patch_size 16 16 16 --spacing 4 4 4 --iters 8 --warmup_iters 4 --val_interval 4 "
         "--ckpt_interval 4 --sw_batch_size 8")
 RUN = "search-bilevel-ent-mem0.8-Task99_Demo"

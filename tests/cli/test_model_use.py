@@ -22,7 +22,7 @@ from dints.evaluate.postprocess import choose_largest_component, keep_largest_co
 from dints.space.archfile import Arch
 from dints.space.network import DiscreteNet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ("--blocks 2 --levels 2 --patch_size 16 16 16 --spacing 4 4 4 --path_num 3 --iters 8 --warmup_iters 4 "
         "--val_interval 4 --ckpt_interval 4 --sw_batch_size 8 --save_val 1")
 RUN = "search-bilevel-ent-mem0.8-Task99_Demo"

@@ -1,0 +1,183 @@
+"""Stage 1 (code/search.py): outputs, resume after kill -9, refused options and errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dints.space.archfile import load_arch
+from helpers import independent
+from helpers.stages import FAST
+
+ROOT = Path(__file__).resolve().parents[2]
+SEARCH = str(ROOT / "code" / "search.py")
+
+
+def run_dir(work: Path) -> Path:
+    return work / "search-bilevel-ent-mem0.8-Task99_Demo"
+
+
+# ----------------------------------------------------------------------------- whole runs
+def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, SEARCH, *args], capture_output=True, text=True, env=env, **kw)
+
+
+@pytest.mark.slow
+def test_short_search_writes_outputs(tiny_args, tmp_path):
+    # Annealed to a low temperature: the decoded architecture must still be the tau = 1 decode of the final logits.
+    r = _run(tiny_args(*FAST, "--EF", "2", "--ef_end", "0.1"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = run_dir(tmp_path / "work")
+    arch = load_arch(out / "arch.json")
+    assert (arch.num_blocks, arch.num_depths, arch.iteration, arch.task) == (2, 2, 8, "Task99_Demo")
+    assert arch.mem_budget == 0.8
+    for name in ["arch.pth", "arch.png", "arch.svg", "arch_4.json", "arch_4.png", "arch_8.json", "latest.pt",
+                 "config_search.json", "search.log", "metrics.csv", "summary.json"]:
+        assert (out / name).is_file(), name
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,val_dice,mem_ratio,mem_ratio_expected") and len(rows) == 3
+    cfg = json.loads((out / "config_search.json").read_text())["config"]
+    assert cfg["iters"] == 8 and cfg["num_classes"] == 3
+    state = torch.load(out / "latest.pt", weights_only=False)
+    assert state["iteration"] == 8 and not any(k.startswith("module.") for k in state["model"])
+    assert {"architect", "w_loader", "a_loader", "rng", "path_gen", "path_inclusion", "config"} <= set(state)
+
+    # What the result says it is: the codes are the tau = 1 optimum of the final logits (checked against an
+    # exhaustive enumeration of consistent child sequences), mem_ratio is their own usage/full (DESIGN.md §5 by hand)
+    # and mem_ratio_expected the distribution's (first principles).
+    alpha_a, alpha_c = state["model"]["alpha_a"].double(), state["model"]["alpha_c"]
+    kids, p = independent.child_probs(alpha_a)
+    paths = independent.PATHS[2]
+    best = max(
+        (float(p[0, i] * p[1, j]), (kids[i], kids[j]))
+        for i in range(len(kids)) for j in range(len(kids))
+        if {paths[q][1] for q in kids[i]} == {paths[q][0] for q in kids[j]}
+    )[1]
+    assert [tuple(q for q in range(4) if row[q]) for row in arch.arch_code_a] == list(best)
+    assert arch.arch_code_c == alpha_c.argmax(-1).tolist()
+    ratio = independent.memory_ratio(alpha_a, alpha_c, arch.ops, 2, (2, 1, 16, 16, 16), 0.25, tau=0.1)
+    assert arch.mem_ratio_expected == pytest.approx(ratio, abs=1e-6)
+    sizes = [2 * 16 * 8**3, 2 * 32 * 4**3]  # level 0: 16 channels at 8^3; level 1: 32 channels at 4^3 (batch 2)
+    costs = []
+    for b in range(2):
+        for q, (src, tgt) in enumerate(paths):
+            r = (16, 32)[src] / (16, 32)[tgt]
+            pre = 0.0 if src == tgt else (8 * r + 3 if src < tgt else 2 * r + 2)
+            op = independent.OP_COST[arch.ops[arch.arch_code_c[b][q]]]
+            costs.append(((1 + pre + op) * sizes[tgt], arch.arch_code_a[b][q]))
+    assert arch.mem_ratio == pytest.approx(sum(c * on for c, on in costs) / sum(c for c, _ in costs), abs=1e-6)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mem_ratio"] == arch.mem_ratio and summary["iterations_this_run"] == 8
+    assert summary["seconds_per_iteration"] > 0 and summary["peak_rss_mb"] > 0
+    log = (out / "search.log").read_text()
+    assert f"memory ratio {arch.mem_ratio:.3f} decoded, {arch.mem_ratio_expected:.3f} expected" in log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [["--use_max", "1"], ["--use_max", "0", "--path_num", "2"]], ids=["one-shot", "sampling"])
+def test_kill_9_and_rerun_gives_the_same_architecture(tiny_args, tmp_path, mode):
+    # Sampling mode also restores the drawn paths and their inclusion probabilities (the estimator's weights).
+    args = [*FAST, *mode, "--iters", "12", "--warmup_iters", "4", "--val_interval", "6"]
+    ref_work = tmp_path / "ref"
+    r = _run(tiny_args(*args, work=ref_work))
+    assert r.returncode == 0, r.stderr[-2000:]
+    reference = json.loads((run_dir(ref_work) / "arch.json").read_text())
+
+    work = tmp_path / "work"
+    latest = run_dir(work) / "latest.pt"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, SEARCH, *tiny_args(*args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file():
+            it = torch.load(latest, weights_only=False)["iteration"]
+            if it >= 6:  # past warmup: architecture parameters and Adam state are in flight
+                proc.send_signal(signal.SIGKILL)
+                killed_at = it
+                break
+        time.sleep(0.2)
+    proc.wait()
+    assert killed_at is not None and killed_at < 12, "the run finished before it could be killed"
+    assert not (run_dir(work) / "arch.json").exists()
+    r = _run(tiny_args(*args))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed from" in r.stderr
+    assert json.loads((run_dir(work) / "arch.json").read_text()) == reference
+
+
+@pytest.mark.slow
+def test_rerun_after_the_end_gives_the_same_result(tiny_args, tmp_path):
+    """A finished search rerun resumes at its last iteration: same architecture, same temperature-dependent ratio."""
+    args = tiny_args(*FAST, "--EF", "2", "--ef_end", "0.3")
+    assert _run(args).returncode == 0
+    first = (run_dir(tmp_path / "work") / "arch.json").read_text()
+    r = _run(args)
+    assert r.returncode == 0 and "resumed from" in r.stderr
+    assert (run_dir(tmp_path / "work") / "arch.json").read_text() == first
+
+
+@pytest.mark.slow
+def test_resume_refuses_changed_options(tiny_args, tmp_path):
+    assert _run(tiny_args(*FAST)).returncode == 0
+    r = _run(tiny_args(*FAST, "--blocks", "3"))
+    assert r.returncode == 2 and "was written with --blocks 2" in r.stderr and "Traceback" not in r.stderr
+    r = _run(tiny_args(*FAST, "--blocks", "3", "--resume", "no"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert load_arch(run_dir(tmp_path / "work") / "arch.json").num_blocks == 3
+
+
+@pytest.mark.slow
+def test_resume_yes_without_checkpoint(tiny_args):
+    r = _run(tiny_args(*FAST, "--resume", "yes"))
+    assert r.returncode == 2 and "--resume yes" in r.stderr and "does not exist" in r.stderr
+
+
+# ----------------------------------------------------------------------------- errors
+def _error_line(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    return r.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_patch_not_divisible(tiny_args):
+    line = _error_line(_run(tiny_args(*FAST, "--patch_size", "16", "16", "12")))
+    assert line.startswith("error: --patch_size") and "divisible by" in line and "= 8" in line
+
+
+@pytest.mark.slow
+def test_patch_larger_than_volumes(tiny_args):
+    line = _error_line(_run(tiny_args(*FAST, "--patch_size", "64", "64", "64")))
+    assert "larger than every training volume" in line
+
+
+@pytest.mark.slow
+def test_fold_with_too_few_training_cases(demo_root, tmp_path):
+    from scripts.make_demo_task import make_task
+
+    make_task(tmp_path / "data" / "Task99_Demo", cases=2, test=0, seed=1)
+    args = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--data_root", str(tmp_path / "data"), "--task",
+            "Task99_Demo", "--work_root", str(tmp_path / "work"), "--num_folds", "2", *FAST]
+    line = _error_line(_run(args))
+    assert "at least 2 training cases" in line
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_with_clear_error(tiny_args):
+    line = _error_line(_run(tiny_args(*FAST, "--base_lr", "1e30", "--grad_clip", "0", "--iters", "30",
+                                      "--warmup_iters", "30", "--val_interval", "0")))
+    assert "not finite for 10 consecutive iterations" in line
+
+
