@@ -159,3 +159,15 @@ def test_recorded_config_is_json(tmp_path):
     cfg = load_config(["--task", "T", "--iters", "7", "--warmup_iters", "3"], "search")
     data = json.loads(json.dumps(to_dict(cfg)))
     assert data["iters"] == 7 and data["stage"] == "search" and data["task"] == "T"
+
+
+def test_every_preprocessing_option_is_checked_on_resume_and_kept_by_model_folders():
+    """One list of the options that change preprocessing: the stages' resume checks and the model folder use it."""
+    from dints.evaluate import model_folder
+    from dints.run.settings import PREPROCESSING_KEYS
+    from helpers.stages import module
+
+    assert set(PREPROCESSING_KEYS) == {"spacing", "intensity", "ct_window", "patch_size"}
+    for stage in ("search", "retrain"):
+        assert set(PREPROCESSING_KEYS) <= set(module(stage).RESUME_KEYS), stage
+    assert model_folder.PREPROCESSING_KEYS is PREPROCESSING_KEYS

@@ -133,6 +133,8 @@ def test_resume_refuses_changed_options(tiny_args, tmp_path):
     assert _run(tiny_args(*FAST)).returncode == 0
     r = _run(tiny_args(*FAST, "--blocks", "3"))
     assert r.returncode == 2 and "was written with --blocks 2" in r.stderr and "Traceback" not in r.stderr
+    r = _run(tiny_args(*FAST, "--ct_window", "-100", "100"))  # a preprocessing option, as every one of them
+    assert r.returncode == 2 and "was written with --ct_window [-1000.0, 1000.0]" in r.stderr, r.stderr[-2000:]
     r = _run(tiny_args(*FAST, "--blocks", "3", "--resume", "no"))
     assert r.returncode == 0, r.stderr[-2000:]
     assert load_arch(run_dir(tmp_path / "work") / "arch.json").num_blocks == 3
