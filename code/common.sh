@@ -1,49 +1,71 @@
 # Shared by code/main.sh and the stage drivers: settings (each overridable from the environment) and the launcher.
+#
+# Precedence, lowest first: the defaults of code/config.py < the preset (PRESET, or configs/<task>.yaml when it
+# exists) < these variables, where set < EXTRA_ARGS. A variable left unset passes nothing, so the preset's value (or
+# the default) holds; DATA_ROOT and WORK_ROOT are always passed (unset: the repository's data/ and work/).
 # shellcheck shell=bash
 CODE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$CODE_DIR")
 
-TASKS=${TASKS:-Task09_Spleen}          # space-separated MSD task folder names
-FOLDS=${FOLDS:-"0 1 2 3 4"}            # folds to retrain, test and fuse
+TASKS=${TASKS:-Task09_Spleen}          # space-separated task folder names under DATA_ROOT
+FOLDS=${FOLDS:-}                       # folds to retrain, test and fuse (unset: every fold of --num_folds)
 SEARCH_FOLD=${SEARCH_FOLD:-0}          # fold whose training part the search uses
 NGPU=${NGPU:-1}                        # processes per node (one per GPU; on a CPU, processes)
 NNODES=${NNODES:-1}                    # nodes (torchrun: run main.sh on each; horovodrun: on one, with HOSTS)
 HOSTS=${HOSTS:-}                       # horovodrun's host list, e.g. node1:8,node2:8 (processes = the slots' sum)
 RDZV_ENDPOINT=${RDZV_ENDPOINT:-}       # torchrun's rendezvous HOST:PORT when NNODES > 1 (the same on every node)
 RDZV_ID=${RDZV_ID:-dints}              # torchrun's job id (one per concurrent job)
-MEM=${MEM:-0.8}                        # memory budget of the search (fraction of the full supernet)
-DATA_ROOT=${DATA_ROOT:-$REPO_DIR/data} # folder holding the task folders
-WORK_ROOT=${WORK_ROOT:-$REPO_DIR/work} # run folders go here
-PRESET=${PRESET:-}                     # preset YAML; empty: configs/<task>.yaml when it exists
+MEM=${MEM:-}                           # --mem, the search's memory budget (unset: the preset's, else 0.8)
+DATA_ROOT=${DATA_ROOT:-$REPO_DIR/data} # --data_root, the folder holding the task folders
+WORK_ROOT=${WORK_ROOT:-$REPO_DIR/work} # --work_root, where run folders go
+PRESET=${PRESET:-}                     # preset YAML; empty: configs/<task>.yaml when it exists, else none
 LAUNCHER=${LAUNCHER:-auto}             # auto, horovod, torch or none; auto: horovod when horovodrun is installed
                                        # beside PYTHON and no RDZV_ENDPOINT is set, else torch
-FORCE=${FORCE:-0}                      # 1: redo stages whose outputs exist
-ARCH=${ARCH:-}                         # architecture for retraining (default: the search run's arch.json)
-CHECKPOINT=${CHECKPOINT:-}             # model to test, '{fold}' replaced (default: each fold's best.pt, the best
-                                       # validation Dice of its retraining)
-TTA=${TTA:-0}                          # 1: flip test-time augmentation in stage 4
-MSD_SIZE=${MSD_SIZE:-}                 # msd_size.json for stage 6 (default: $WORK_ROOT/msd_size.json, made if missing)
+FORCE=${FORCE:-0}                      # 1: redo stages that are finished
+ARCH=${ARCH:-}                         # --arch for retraining (unset: the search run's arch.json)
+CHECKPOINT=${CHECKPOINT:-}             # --checkpoint to test, '{fold}' replaced by the fold (unset: each fold's
+                                       # best.pt, the best validation Dice of its retraining)
+TTA=${TTA:-}                           # --tta of stage 4 (unset: the preset's, else 0)
+MSD_SIZE=${MSD_SIZE:-}                 # --msd_size of stage 6, a cross-check of the original sizes (unset: none)
 VENV=${VENV:-$REPO_DIR/.venv}          # the environment scripts/setup.sh made; used when it exists
 if [ -z "${PYTHON:-}" ]; then          # the Python (and its horovodrun) to run the stages with
   if [ -x "$VENV/bin/python" ]; then PYTHON=$VENV/bin/python; else PYTHON=python; fi
 fi
-EXTRA_ARGS=${EXTRA_ARGS:-}             # appended to every stage's command line
+EXTRA_ARGS=${EXTRA_ARGS:-}             # appended to every stage's command line (wins over everything above)
 
-preset_for() {  # preset_for TASK -> "--config FILE" or nothing
-  local p=$PRESET
-  if [ -z "$p" ] && [ -f "$REPO_DIR/configs/$1.yaml" ]; then p="$REPO_DIR/configs/$1.yaml"; fi
-  if [ -n "$p" ]; then echo "--config $p"; fi
+preset_file() {  # preset_file TASK -> the preset the stages of TASK use, or nothing
+  if [ -n "$PRESET" ]; then echo "$PRESET"
+  elif [ -f "$REPO_DIR/configs/$1.yaml" ]; then echo "$REPO_DIR/configs/$1.yaml"
+  fi
 }
 
-layout_path() {  # layout_path KIND TASK [FOLD] -> a path of the run layout, as the Python stages spell it
-  # KIND: run (the search run folder), msd_size, or the marker file of a finished stage: search, retrain, val, test,
-  # fuse, resample (see code/dints/run/layout.py).
-  PYTHONPATH="$CODE_DIR${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m dints.run.layout "$1" --work_root "$WORK_ROOT" \
-    --task "$2" --mem "$MEM" ${3:+--fold "$3"}
+preset_note() {  # preset_note TASK -> which preset the stages use, for the drivers' lines
+  local p
+  p=$(preset_file "$1")
+  if [ -n "$p" ]; then echo "preset $p"
+  else echo "no preset (no configs/$1.yaml, PRESET unset): the defaults of code/config.py"
+  fi
 }
 
-search_dir() {  # search_dir TASK -> the search run folder (seed naming; MEM=0.80 and MEM=0.8 name the same folder)
-  layout_path run "$1"
+common_args() {  # common_args TASK -> the options every stage shares
+  local p
+  p=$(preset_file "$1")
+  # shellcheck disable=SC2086
+  echo ${p:+--config "$p"} --data_root "$DATA_ROOT" --task "$1" --work_root "$WORK_ROOT" ${MEM:+--mem "$MEM"} \
+    $EXTRA_ARGS
+}
+
+folds_arg() {  # folds_arg -> "--folds FOLDS" when FOLDS is set
+  if [ -n "$FOLDS" ]; then echo "--folds $FOLDS"; fi
+}
+
+stage_status() {  # stage_status KIND OPTIONS... -> one line per unit: "<fold|-> run", "<fold|-> done <marker>",
+  # "- none" (no test images); status 2 with one error line when a finished stage was made with other options
+  # (code/config.py status; FORCE=1 runs every unit).
+  local kind=$1
+  shift
+  if [ "$FORCE" = 1 ]; then set -- --force "$@"; fi
+  PYTHONPATH="$CODE_DIR${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" "$CODE_DIR/config.py" status "$kind" "$@"
 }
 
 horovodrun_path() {  # the horovodrun beside PYTHON, else the one on PATH, else nothing
@@ -136,29 +158,28 @@ launch_with() {  # launch_with SCRIPT ARGS... : see launch
   esac
 }
 
-common_args() {  # common_args TASK -> the options every stage shares
-  # shellcheck disable=SC2086
-  echo $(preset_for "$1") --data_root "$DATA_ROOT" --task "$1" --work_root "$WORK_ROOT" --mem "$MEM" $EXTRA_ARGS
+checkpoint_arg() {  # checkpoint_arg [FOLD] -> "--checkpoint FILE" when CHECKPOINT is set ('{fold}' replaced by FOLD)
+  if [ -n "$CHECKPOINT" ]; then echo "--checkpoint ${CHECKPOINT//\{fold\}/${1:-\{fold\}}}"; fi
 }
 
-arch_arg() {  # arch_arg -> "--arch FILE" when ARCH is set
-  if [ -n "$ARCH" ]; then echo "--arch $ARCH"; fi
-}
-
-checkpoint_arg() {  # checkpoint_arg TASK FOLD -> "--checkpoint FILE" when CHECKPOINT is set
-  if [ -n "$CHECKPOINT" ]; then echo "--checkpoint ${CHECKPOINT//\{fold\}/$2}"; fi
-}
-
-per_fold() {  # per_fold NAME KIND SCRIPT : run SCRIPT for every task and fold; skip finished ones unless FORCE=1
-  # The driver defines fold_args TASK FOLD, echoing the stage's own options for that fold.
-  local name=$1 kind=$2 script=$3 task fold marker
+per_fold() {  # per_fold NAME KIND SCRIPT : run SCRIPT for every task and fold; skip finished folds unless FORCE=1
+  # The driver defines stage_args [FOLD], echoing the stage's own options ('{fold}' where no fold is given).
+  local name=$1 kind=$2 script=$3 task out line fold what marker
+  local -a lines
   for task in $TASKS; do
-    for fold in $FOLDS; do
-      marker=$(layout_path "$kind" "$task" "$fold")
-      if [ -f "$marker" ] && [ "$FORCE" != 1 ]; then echo "[$name] $task fold $fold: done, skipping"; continue; fi
-      echo "[$name] $task fold $fold"
-      # shellcheck disable=SC2046
-      launch "$script" $(common_args "$task") --fold "$fold" $(fold_args "$task" "$fold")
+    # shellcheck disable=SC2046
+    out=$(stage_status "$kind" $(common_args "$task") $(folds_arg) $(stage_args)) || return $?
+    echo "[$name] $task: $(preset_note "$task")"
+    mapfile -t lines <<< "$out"
+    for line in "${lines[@]}"; do
+      read -r fold what marker <<< "$line"
+      case $what in
+        none) echo "[$name] $task: dataset.json lists no test images, nothing to do" ;;
+        done) echo "[$name] $task fold $fold: done ($marker), skipping" ;;
+        *) echo "[$name] $task fold $fold"
+           # shellcheck disable=SC2046
+           launch "$script" $(common_args "$task") --fold "$fold" $(stage_args "$fold") || return $? ;;
+      esac
     done
   done
 }

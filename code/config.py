@@ -2,9 +2,15 @@
 
 Precedence, lowest first: the defaults below, the preset file given by ``--config`` (its top-level keys, then its
 section named after the stage: ``search:``, ``retrain:``, ``test:`` or ``fuse:``), then the command line.
-An unknown key in a preset, or a value of the wrong type, is an error naming the file and the key.
+An unknown key in a preset, a value of the wrong type, or a key that says where the data and runs are (a preset
+says how to run, not where) is an error naming the file and the key.
 
     cfg = load_config(sys.argv[1:], stage="search")
+
+From the shell::
+
+    python code/config.py STAGE [options]        # the resolved options of a stage, as JSON
+    python code/config.py status KIND [options]  # for code/main.sh: which folds of a stage are finished
 """
 
 from __future__ import annotations
@@ -14,16 +20,21 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 
 from dints.data.msd import Task, load_task
-from dints.space.topology import num_paths
 from dints.errors import ConfigError, DataError
-from dints.pipeline.cli import OneLineParser
+from dints.pipeline import records
+from dints.pipeline.cli import OneLineParser, cli_main
+from dints.space.sizes import num_paths
 
 STAGES = ("search", "retrain", "test", "fuse")
+#: Options a preset cannot set: they say where the data, the runs and the inputs are, or which fold or split to run.
+#: They come from the command line (code/main.sh: DATA_ROOT, WORK_ROOT, TASKS, FOLDS, ARCH, CHECKPOINT, MSD_SIZE).
+NOT_IN_PRESETS = ("data_root", "work_root", "task", "fold", "folds", "split", "resample", "arch", "checkpoint",
+                  "msd_size")
 
 # Defaults that differ between stages (DESIGN.md §5 and §7).
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -42,14 +53,21 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return "".join(indent + line for line in text.splitlines(keepends=True))
 
 
-def build_parser(stage: str) -> argparse.ArgumentParser:
-    """The argparse parser of one stage (every stage shares every option; defaults may differ per stage)."""
+def build_parser(stage: str, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    """The argparse parser of one stage (every stage shares every option; defaults may differ per stage).
+
+    Args:
+        stage: the option set: ``search``, ``retrain``, ``test`` or ``fuse``.
+        prog: the command's name in its usage line (default ``<stage>.py``).
+        description: the command's description (default: the stage's).
+    """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     sd = STAGE_DEFAULTS[stage]
     p = OneLineParser(
-        prog=f"{stage}.py",
-        description=f"DiNTS stage '{stage}'. Options come from the defaults, then --config PRESET.yaml, then flags.",
+        prog=prog or f"{stage}.py",
+        description=(description or f"DiNTS stage '{stage}'.") + " Options come from the defaults, then --config "
+                    "PRESET.yaml, then flags.",
         formatter_class=_HelpFormatter,
     )
     p.add_argument("--config", type=str, default=None, help="preset YAML file (e.g. configs/tiny.yaml) setting defaults")
@@ -97,8 +115,9 @@ def build_parser(stage: str) -> argparse.ArgumentParser:
     g.add_argument("--topology", type=int, default=1, choices=[0, 1], help="topology loss on (1) or off (0)")
     g.add_argument("--topology_weight", type=float, default=0.001, help="weight of the topology loss")
     g.add_argument("--mem", type=float, default=0.8, help="memory budget as a fraction of the full supernet (the seed's MEM)")
-    g.add_argument("--use_max", type=int, default=0, choices=[0, 1],
-                   help="1: one-shot supernet (every path and op runs); 0: sample --path_num paths per block")
+    g.add_argument("--use_max", type=int, default=1, choices=[0, 1],
+                   help="1: one-shot supernet (every path and op runs; the paper's search); 0: sample --path_num paths "
+                        "per block")
     g.add_argument("--path_num", type=int, default=5, help="paths sampled per block when --use_max 0")
     g.add_argument("--path_iters", type=int, default=1, help="resample the paths every this many iterations")
     g.add_argument("--recompute", type=int, default=1, choices=[0, 1],
@@ -213,7 +232,7 @@ def read_preset(path: str | Path, stage: str, parser: argparse.ArgumentParser) -
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values")
-    actions = _option_keys(parser)
+    actions = {k: a for k, a in _option_keys(parser).items() if k in _stage_keys(stage)}
     out: dict[str, Any] = {}
     sections = [(data, str(path))]
     for s in STAGES:
@@ -228,10 +247,18 @@ def read_preset(path: str | Path, stage: str, parser: argparse.ArgumentParser) -
         for key, value in mapping.items():
             if key in STAGES and mapping is data:
                 continue
+            if key in NOT_IN_PRESETS:
+                raise ConfigError(f"{where}: '{key}' cannot be set in a preset (a preset says how to run, not where "
+                                  "or on what): give --" + key + " on the command line")
             if key not in actions:
                 raise ConfigError(f"{where}: unknown option '{key}'")
             out[key] = _convert_preset_value(key, value, actions[key], where)
     return out
+
+
+def _stage_keys(stage: str) -> set[str]:
+    """The options every command of ``stage`` takes (a command may add its own, which presets cannot set)."""
+    return set(_option_keys(build_parser(stage)))
 
 
 def _spacing_arg(argv: list[str]) -> tuple[list[str], bool]:
@@ -266,12 +293,16 @@ def cli_keys(argv: Sequence[str], parser: argparse.ArgumentParser) -> set[str]:
     return keys
 
 
-def load_config(argv: Sequence[str] | None, stage: str) -> argparse.Namespace:
+def load_config(argv: Sequence[str] | None, stage: str, prog: str | None = None, description: str | None = None,
+                add_options: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
     """Parse one stage's options: defaults, then ``--config`` preset, then the command line.
 
     Args:
         argv: command-line arguments without the program name (``None``: ``sys.argv[1:]``).
         stage: one of ``search``, ``retrain``, ``test``, ``fuse``.
+        prog, description: the command's name and description in ``--help`` (default: the stage's).
+        add_options: adds a command's own options to the stage's parser (they show in its ``--help``; presets
+            cannot set them).
 
     Returns:
         The resolved options. ``cfg.stage`` is the stage, ``cfg.sources`` maps each option set by the preset or
@@ -282,7 +313,9 @@ def load_config(argv: Sequence[str] | None, stage: str) -> argparse.Namespace:
         SystemExit: argparse's own errors on the command line (exit 2) and ``--help`` (exit 0).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(stage)
+    parser = build_parser(stage, prog, description)
+    if add_options is not None:
+        add_options(parser.add_argument_group(f"{parser.prog} only"))
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
@@ -347,7 +380,7 @@ def validate(cfg: argparse.Namespace) -> None:
     if cfg.num_classes is not None and cfg.num_classes < 2:
         raise ConfigError(f"{where(cfg, 'num_classes')} must be >= 2 (background included), got {cfg.num_classes}")
     n_paths = num_paths(cfg.levels)
-    if not 1 <= cfg.path_num <= n_paths:
+    if not cfg.use_max and not 1 <= cfg.path_num <= n_paths:  # one-shot searches run every path
         raise ConfigError(f"{where(cfg, 'path_num')} must be in 1..{n_paths} (paths per block for {cfg.levels} levels)")
     if cfg.path_iters < 1:
         raise ConfigError(f"{where(cfg, 'path_iters')} must be >= 1, got {cfg.path_iters}")
@@ -400,6 +433,62 @@ def resolve_task(cfg: argparse.Namespace) -> tuple[argparse.Namespace, Task]:
     return resolved, task
 
 
-if __name__ == "__main__":  # pragma: no cover - `python code/config.py search --help` shows a stage's options
-    stage = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in STAGES else "search"
-    print(json.dumps(to_dict(load_config(sys.argv[2:], stage)), indent=2))
+def stage_status(argv: Sequence[str]) -> list[str]:
+    """For ``code/main.sh``: which units of a stage to run, one line each.
+
+    ``argv`` is ``KIND [--force] OPTIONS...``, where OPTIONS are the stage's own (a ``{fold}`` in a value stands for
+    each fold) and, for the per-fold kinds, ``--folds`` lists the folds (default: every fold of ``--num_folds``).
+
+    Returns:
+        Lines ``<fold or -> run``, ``<fold or -> done <marker>``, or ``- none`` (stages 4-6 of a task with no test
+        images).
+
+    Raises:
+        ConfigError: bad options, or a finished stage made with other options (:func:`dints.pipeline.records.status`).
+    """
+    p = OneLineParser(prog="config.py status", description=stage_status.__doc__.split("\n\n")[0])
+    p.add_argument("kind", choices=records.KINDS, help="the stage (val: stage 3, test: stage 4, resample: stage 6)")
+    p.add_argument("--force", action="store_true", help="FORCE=1: every unit runs (the options are still checked)")
+    a, rest = p.parse_known_args(argv)
+    stage = records.STAGE_OF[a.kind]
+    options = [*rest, *(["--split", a.kind] if stage == "test" else [])]
+    base = load_config([v.replace("{fold}", "0") for v in options], stage)
+    resolved, task = resolve_task(base)
+    if a.kind in ("test", "fuse", "resample") and not task.test:
+        return ["- none"]
+    if a.kind not in records.PER_FOLD:
+        units = [(None, base)]
+    else:
+        folds = records.effective_folds(vars(base))
+        units = [(k, load_config([v.replace("{fold}", str(k)) for v in options] + ["--fold", str(k)], stage))
+                 for k in folds]
+    out = []
+    for fold, cfg in units:
+        current = to_dict(cfg)
+        if a.force:
+            out.append(f"{'-' if fold is None else fold} run")
+            continue
+        what, marker = records.status(a.kind, current, cfg.work_root, cfg.task, cfg.mem, fold)
+        out.append(f"{'-' if fold is None else fold} {what}" + (f" {marker}" if what == "done" else ""))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``config.py STAGE [options]`` prints a stage's resolved options; ``config.py status KIND ...`` is for main.sh."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["status"]:
+        print("\n".join(stage_status(argv[1:])))
+        return
+    if not argv or argv[0] not in STAGES:
+        p = OneLineParser(prog="config.py", description=__doc__.split("\n\n")[0],
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog="STAGE: search, retrain, test or fuse; `config.py STAGE --help` lists its options. "
+                                 "KIND: search, retrain, val, test, fuse or resample.")
+        p.add_argument("command", choices=[*STAGES, "status"], help="a stage, or status")
+        p.parse_args(argv[:1])
+        return
+    print(json.dumps(to_dict(load_config(argv[1:], argv[0], prog=f"config.py {argv[0]}")), indent=2))
+
+
+if __name__ == "__main__":
+    cli_main(main)

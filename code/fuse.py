@@ -2,16 +2,18 @@
 """Stages 5 and 6: fuse the folds' test probabilities, then bring the labels back to the original images.
 
     python code/fuse.py --config configs/tiny.yaml --data_root data --task Task99_Demo --work_root work
-    python code/fuse.py --resample 1 --msd_size msd_size.json --config configs/tiny.yaml --data_root data \\
-        --task Task99_Demo --work_root work
+    python code/fuse.py --resample 1 --config configs/tiny.yaml --data_root data --task Task99_Demo --work_root work
 
 Stage 5 averages ``<search run>/test-fold<k>/<case>.npz`` over ``--folds`` (default all), reporting folds that are
 missing, and writes ``<search run>/fused/<case>.nii.gz`` (argmax labels on the processing grid) and
-``<case>.npz`` (the averaged probabilities). Stage 6 (``--resample 1``) resamples each fused result to its
-original image grid — probabilities trilinearly, then the argmax — and writes ``<search run>/final/<file>``
-with the original image's header and affine, one file per test image, named as the image: ready to submit.
-The shape comes from ``--msd_size`` (``{task: {file: [x, y, z]}}``) when given, else from the original image; a
-case missing from msd_size.json or a size that disagrees with the original image is an error.
+``<case>.npz`` (the averaged probabilities), with ``fused/summary.json`` naming the folds. Stage 6 (``--resample 1``)
+resamples each fused result to its original image grid — probabilities trilinearly, then the argmax — and writes
+``<search run>/final/<file>`` with the original image's header and affine, one file per test image, named as the
+image: ready to submit. The grid is the original image's (its header), or, where the original image is not at hand,
+the one stage 4 recorded in the probability file. ``--msd_size`` (``{task: {file: [x, y, z]}}``, optional)
+cross-checks every size against a table of original sizes: a case missing from it, or a size that disagrees, is an
+error. Each stage records its options in ``<search run>/config_fuse.json`` / ``config_resample.json``. A task with
+no test images has nothing to fuse: both stages say so and succeed.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from config import load_config
+from config import load_config, to_dict
 from dints.data.msd import load_task
 from dints.data.msd_size import read_msd_size
 from dints.errors import DataError, UserError
 from dints.pipeline.cli import cli_main
+from dints.pipeline.records import effective_folds, fused_folds
+from dints.pipeline.stage import write_record
 from dints.evaluate.fusion import fuse_probabilities
 from dints.evaluate.inference import load_probs, save_labels, save_probs
 from dints.evaluate.resample import resample_probabilities
@@ -42,7 +46,7 @@ def search_run(cfg) -> Path:
 def fuse_folds(cfg, task, log) -> Path:
     """Stage 5: average the available folds per test case, argmax, write labels and probabilities."""
     run = search_run(cfg)
-    folds = cfg.folds if cfg.folds is not None else list(range(cfg.num_folds))
+    folds = effective_folds(vars(cfg))
     out = layout.fused_dir(run)
     missing_all, plan = [], []
     for case in task.test:  # every case has some fold before anything is written
@@ -55,6 +59,7 @@ def fuse_folds(cfg, task, log) -> Path:
         if missing:
             missing_all.append((case["id"], missing))
         plan.append((case, have, missing))
+    write_record(run / layout.config_record("fuse"), to_dict(cfg))
     for case, have, missing in plan:
         parts = [load_probs(f) for f in have.values()]
         grids = {tuple(p["prob"].shape) for p in parts}
@@ -71,7 +76,11 @@ def fuse_folds(cfg, task, log) -> Path:
         log.warning("%d test case(s) fused without some folds: %s", len(missing_all), missing_all)
     write_json(out / layout.SUMMARY, {"folds": folds, "cases": [c["id"] for c in task.test],
                                       "missing": {c: m for c, m in missing_all}})
-    log.info("fused %d test case(s) -> %s", len(task.test), out)
+    log.info("fused %d test case(s) from folds %s -> %s", len(task.test), folds, out)
+    if len(folds) < cfg.num_folds:
+        log.warning("fused %d of the %d folds (%s); once every fold has its test probabilities, fuse them all "
+                    "(bash code/main.sh 5 6 without FOLDS, or --folds %s)", len(folds), cfg.num_folds, folds,
+                    " ".join(map(str, range(cfg.num_folds))))
     return out
 
 
@@ -107,6 +116,8 @@ def resample_to_original(cfg, task, log) -> Path:
         prob = resample_probabilities(fused["prob"], fused["affine"], affine, shape)
         save_labels(out / name, prob.argmax(0), affine, header)
         log.info("%s: %s on the original grid %s -> %s", case["id"], tuple(fused["prob"].shape[1:]), shape, out / name)
+    write_record(run / layout.config_record("resample"), to_dict(cfg),
+                 fused_folds=fused_folds(cfg.work_root, cfg.task, cfg.mem))
     write_json(run / layout.FINAL_SUMMARY, {"folder": str(out), "msd_size": cfg.msd_size,
                                             "files": [Path(c["image"]).name for c in task.test]})
     log.info("final label maps (one per test image, original grids) -> %s", out)
@@ -121,12 +132,14 @@ def run_fuse(cfg) -> Path:
     run = search_run(cfg)
     out = layout.final_dir(run) if cfg.resample else layout.fused_dir(run)
     # One run at a time; the lock lies beside the output folder, which holds only results (final/ is delivered).
+    if not task.test:
+        setup_logging(None).info("%s: dataset.json lists no test images: nothing to %s", cfg.task,
+                                 "resample" if cfg.resample else "fuse")
+        return out
     notes = lock.acquire(run, f".{out.name}.lock", clean=out).notes
     log = setup_logging(run / layout.LOGS["resample" if cfg.resample else "fuse"])
     for note in notes:
         log.warning("%s", note)
-    if not task.test:
-        raise DataError(f"{task.root / 'dataset.json'}: 'test' lists no images")
     return resample_to_original(cfg, task, log) if cfg.resample else fuse_folds(cfg, task, log)
 
 

@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
+# usage: bash code/main.sh N [N ...] | all
 # Chain the DiNTS stages per task and fold.
 #
-#   bash code/main.sh N      N = 1 search, 2 retrain, 3 test on validation, 4 inference on test data,
-#                            5 fuse the folds, 6 resample to the original images
-#   bash code/main.sh all    every stage, in order
+#   bash code/main.sh N [N ...]   N = 1 search, 2 retrain, 3 test on validation, 4 inference on test data,
+#                                 5 fuse the folds, 6 resample to the original images (several: in the order given)
+#   bash code/main.sh all         every stage, in order, then the report
+#
+# Settings are environment variables (code/common.sh lists them with their defaults), e.g.
+#   TASKS=Task99_Demo PRESET=configs/tiny.yaml DATA_ROOT=data WORK_ROOT=work bash code/main.sh all
+# Precedence, lowest first: the defaults of code/config.py < the preset < the variables that are set < EXTRA_ARGS.
+# A finished stage (or fold) is skipped when it was made with the same options; made with other options, it is
+# refused with one line naming the option (FORCE=1 redoes it, another WORK_ROOT keeps both).
 #
 # A stage stopped by SIGTERM or SIGINT (a scheduler's time limit, Ctrl-C; this script passes them on) saves its state
 # and exits with status 75, which this script reports and returns; rerunning the same command resumes.
-#
-# Settings are variables (see code/common.sh), each overridable from the environment, e.g.
-#   TASKS=Task99_Demo PRESET=configs/tiny.yaml DATA_ROOT=data WORK_ROOT=work bash code/main.sh all
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+case "${1:-}" in
+  -h|--help) usage; exit 0 ;;
+  "") usage >&2; exit 2 ;;
+esac
 source "$HERE/common.sh"
 
 DRIVERS=(search.sh retrain.sh test_val.sh test.sh fuse.sh fuse.sh)
 NAMES=(search retrain test-val test-infer fuse resample)
+MAIN_ARG="$*"
 
 run_stage() {  # run_stage N: run stage N's driver; report how it ended when it did not succeed, with its status
   local n=$1 driver=${DRIVERS[$(($1 - 1))]} name=${NAMES[$(($1 - 1))]} rc=0
@@ -31,16 +42,20 @@ run_stage() {  # run_stage N: run stage N's driver; report how it ended when it 
     exit "$rc"
   fi
 }
-MAIN_ARG=${1:-}
 
-case "${1:-}" in
-  [1-6]) run_stage "$1" ;;
-  all)
-    for n in 1 2 3 4 5 6; do run_stage "$n"; done
-    for task in $TASKS; do
-      # shellcheck disable=SC2046,SC2086
-      "$PYTHON" "$HERE/report.py" $(common_args "$task") --folds $FOLDS
-    done
-    ;;
-  *) echo "usage: bash code/main.sh N|all   (N = 1..6)" >&2; exit 2 ;;
-esac
+if [ "$*" = all ]; then
+  for n in 1 2 3 4 5 6; do run_stage "$n"; done
+  for task in $TASKS; do
+    # shellcheck disable=SC2046
+    "$PYTHON" "$HERE/report.py" $(common_args "$task") $(folds_arg)
+  done
+  exit 0
+fi
+for n in "$@"; do
+  case $n in
+    [1-6]) ;;
+    *) echo "main.sh: '$n' is not a stage (expected 1..6, several of them, or all; see bash code/main.sh --help)" >&2
+       exit 2 ;;
+  esac
+done
+for n in "$@"; do run_stage "$n"; done

@@ -10,6 +10,7 @@ import json
 
 from config import load_config
 from dints.pipeline.cli import cli_main
+from dints.data.msd import load_task
 from dints.run import layout
 
 
@@ -35,11 +36,15 @@ def report(cfg) -> str:
     if final.is_file():
         s = json.loads(final.read_text())
         out += ["", f"Final label maps ({len(s['files'])} test images, original grids): {s['folder']}"]
+    elif not load_task(cfg.data_root, cfg.task).test:
+        out += ["", "No final label maps: dataset.json lists no test images."]
+    else:
+        out += ["", f"No final label maps yet ({final} does not exist: stages 4-6 make them)."]
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> str:
-    text = report(load_config(argv, "fuse"))
+    text = report(load_config(argv, "fuse", prog="report.py", description=__doc__.split("\n\n")[0]))
     print(text)
     return text
 

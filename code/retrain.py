@@ -19,10 +19,11 @@ from config import load_config, resolve_task, to_dict, where
 from dints.data.loader import train_loader, val_loader
 from dints.errors import ConfigError
 from dints.pipeline.cli import cli_main
+from dints.pipeline.records import RECORD_KEYS
 from dints.evaluate.validation import validate
 from dints.io import write_json
 from dints.run import dist, layout
-from dints.run.settings import PREPROCESSING_KEYS, DataSettings, InferSettings, LoopSettings
+from dints.run.settings import DataSettings, InferSettings, LoopSettings
 from dints.pipeline.stage import check_patch, init_processes, prepare
 from dints.space import network_memory
 from dints.space.archfile import read_arch
@@ -35,9 +36,8 @@ from dints.train.schedule import step_lr
 
 #: The learning rate halves at these fractions of the iterations.
 RETRAIN_LR_MILESTONES = (0.2, 0.4, 0.6, 0.8)
-#: Options that must not change when retraining resumes from latest.pt.
-RESUME_KEYS = ["task", "fold", "num_folds", "seed", *PREPROCESSING_KEYS, "batch_size", "num_samples", "iters",
-               "base_lr"]
+#: Options that must not change when retraining resumes from latest.pt: those that decide its result.
+RESUME_KEYS = list(RECORD_KEYS["retrain"])
 
 
 def arch_path(cfg) -> Path:

@@ -20,11 +20,12 @@ from config import load_config, resolve_task, to_dict, where
 from dints.data.loader import train_loader, val_loader
 from dints.data.splits import search_halves
 from dints.pipeline.cli import cli_main
+from dints.pipeline.records import RECORD_KEYS
 from dints.evaluate.validation import validate
 from dints.io import write_json
 from dints.run import dist, layout
 from dints.run.profiling import peak_memory_mb
-from dints.run.settings import PREPROCESSING_KEYS, DataSettings, InferSettings, LoopSettings, SearchSettings
+from dints.run.settings import DataSettings, InferSettings, LoopSettings, SearchSettings
 from dints.pipeline.stage import check_patch, init_processes, prepare
 from dints.space import relax
 from dints.space.archfile import export_monai_arch
@@ -33,10 +34,8 @@ from dints.space.visual import write_arch_files
 from dints.train.architect import Architect
 from dints.train.runloop import RunLoop, Step, Validation
 
-#: Options that must not change when a search resumes from latest.pt.
-RESUME_KEYS = ["task", "fold", "num_folds", "seed", *PREPROCESSING_KEYS, "blocks", "levels", "channel_mul", "opset",
-               "cellop", "use_downsample", "batch_size", "num_samples", "iters", "warmup_iters", "use_max", "path_num",
-               "path_iters", "mem", "EF", "EP", "topology", "topology_weight", "ef_end", "base_lr", "arch_lr"]
+#: Options that must not change when a search resumes from latest.pt: those that decide its result.
+RESUME_KEYS = list(RECORD_KEYS["search"])
 
 
 def run_search(cfg) -> Path:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from config import load_config, resolve_task, to_dict
+from dints.data.msd import load_task
 from dints.data.transforms import infer_transforms
 from dints.errors import DataError
 from dints.pipeline.cli import cli_main
@@ -31,6 +32,7 @@ from dints.evaluate.metrics import case_metrics, summarise
 from dints.evaluate.resample import resample_probabilities
 from dints.io import write_csv, write_json
 from dints.run import dist, layout
+from dints.run.runlog import setup_logging
 from dints.run.settings import DataSettings, InferSettings
 from dints.pipeline.stage import init_processes, prepare
 from dints.train.checkpoint import load as load_checkpoint
@@ -90,8 +92,6 @@ def evaluate_validation(net, ctx, cfg) -> Path:
 def infer_test(net, ctx, cfg) -> Path:
     """Probability files of every test image of dataset.json."""
     d, task, out = dist.info(), ctx.task, ctx.run_dir
-    if not task.test:
-        raise DataError(f"{task.root / 'dataset.json'}: 'test' lists no images")
     transform, infer = infer_transforms(DataSettings.from_options(cfg)), InferSettings.from_options(cfg)
     for start in range(0, len(task.test), d.world_size):  # one case per rank per round; rank 0 writes them all
         i = start + d.rank
@@ -115,6 +115,9 @@ def run_test(cfg) -> Path:
     """Stage 3 (``--split val``) or stage 4 (``--split test``) for fold ``cfg.fold``; returns the output folder."""
     ckpt = checkpoint_path(cfg)
     init_processes(cfg.device)
+    if cfg.split == "test" and not load_task(cfg.data_root, cfg.task).test:
+        setup_logging(None).info("%s: dataset.json lists no test images: nothing to infer", cfg.task)
+        return layout.eval_dir(layout.search_dir(cfg.work_root, cfg.task, cfg.mem), cfg.split, cfg.fold)
     # Rank 0 reads the model (other nodes may not see its disk), before anything is written.
     net, state = load_trained(ckpt, torch.device("cpu"), state=dist.on_main(lambda: load_checkpoint(ckpt)))
     cfg, task = resolve_task(cfg)

@@ -2,8 +2,9 @@
 # Stage 4 driver: each fold's best model (or CHECKPOINT) predicts class probabilities for every test image.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-fold_args() {
-  echo --split test --tta "$TTA"
-  checkpoint_arg "$1" "$2"
+stage_args() {
+  echo --split test
+  if [ -n "$TTA" ]; then echo "--tta $TTA"; fi
+  checkpoint_arg "${1:-}"
 }
 per_fold test-infer test test.py

@@ -2,8 +2,8 @@
 # Stage 3 driver: evaluate each fold's best model (or CHECKPOINT) on its validation cases.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-fold_args() {
+stage_args() {
   echo --split val
-  checkpoint_arg "$1" "$2"
+  checkpoint_arg "${1:-}"
 }
 per_fold test-val val test.py

@@ -1,18 +1,20 @@
+#!/usr/bin/env python
 """Draw a searched architecture (and optionally a network's autograd graph) to PNG and SVG.
 
-Usage::
-
     python code/visualize.py <run>/arch.json --out <run>/figures
-    python code/visualize.py <run>/arch.json --out <run>/figures --autograd --in-channels 1 --num-classes 2
+    python code/visualize.py <run>/arch.pth --out figures --autograd --in_channels 1 --num_classes 2
+
+The architecture is an ``arch.json`` or a MONAI arch-code ``.pth``. The picture shows levels as rows and blocks as
+columns, with the op name on each active path; ``--autograd`` adds the autograd graph of one tiny forward pass of
+the discrete network.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from dints.space.archfile import load_arch
+from dints.pipeline.cli import OneLineParser, cli_main
+from dints.space.archfile import read_arch
 from dints.space.visual import render_arch, render_autograd
 
 
@@ -27,7 +29,7 @@ def run_visualize(
     """Render ``arch_path`` into ``out_dir``.
 
     Args:
-        arch_path: an ``arch.json``.
+        arch_path: an ``arch.json`` or a MONAI arch-code ``.pth``.
         out_dir: folder for the images.
         autograd: also draw the autograd graph of one tiny forward pass of the discrete network.
         in_channels: image channels for that forward pass.
@@ -38,40 +40,31 @@ def run_visualize(
         The written image files.
 
     Raises:
-        ValueError: invalid architecture file.
+        ArchError: a missing or invalid architecture file (naming it).
     """
-    arch = load_arch(arch_path)
+    arch = read_arch(arch_path)
     written = render_arch(arch, out_dir, name=arch_path.stem)
     if autograd:
-        name = f"{arch_path.stem}_autograd"
-        written += render_autograd(arch, out_dir, in_channels, num_classes, channel_mul, name=name)
+        written += render_autograd(arch, out_dir, in_channels, num_classes, channel_mul, name=f"{arch_path.stem}_autograd")
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("arch", type=Path, help="architecture file (arch.json)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder for the PNG and SVG files")
-    parser.add_argument("--autograd", action="store_true", help="also draw the autograd graph of a tiny forward pass")
-    parser.add_argument("--in-channels", type=int, default=1, help="input channels for --autograd (default 1)")
-    parser.add_argument("--num-classes", type=int, default=2, help="output classes for --autograd (default 2)")
-    parser.add_argument("--channel-mul", type=float, default=None,
-                        help="channel multiplier for --autograd (default: the search's)")
-    args = parser.parse_args(argv)
-    try:
-        written = run_visualize(
-            args.arch, args.out, args.autograd, args.in_channels, args.num_classes, args.channel_mul
-        )
-    except ValueError as err:
-        print(f"visualize: {err}", file=sys.stderr)
-        return 2
-    except ImportError as err:
-        print(f"visualize: --autograd needs the discrete network ({err})", file=sys.stderr)
-        return 2
+def main(argv: list[str] | None = None) -> list[Path]:
+    p = OneLineParser(prog="visualize.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("arch", type=Path, help="architecture file (arch.json or a MONAI arch-code .pth)")
+    p.add_argument("--out", type=Path, required=True, help="output folder for the PNG and SVG files")
+    p.add_argument("--autograd", action="store_true", help="also draw the autograd graph of a tiny forward pass")
+    p.add_argument("--in_channels", "--in-channels", type=int, default=1, help="input channels for --autograd (default 1)")
+    p.add_argument("--num_classes", "--num-classes", type=int, default=2,
+                   help="output classes for --autograd (default 2)")
+    p.add_argument("--channel_mul", "--channel-mul", type=float, default=None,
+                   help="channel multiplier for --autograd (default: the search's)")
+    a = p.parse_args(argv)
+    written = run_visualize(a.arch, a.out, a.autograd, a.in_channels, a.num_classes, a.channel_mul)
     for path in written:
         print(path)
-    return 0
+    return written
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_main(main)

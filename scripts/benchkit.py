@@ -533,10 +533,15 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[0] != "worker":
-        raise SystemExit("usage: python scripts/benchkit.py worker '<spec as JSON>'")
-    print(json.dumps(run_worker(json.loads(argv[1]))))
+    """``benchkit.py worker SPEC``: one measurement in this process, printed as one JSON line (the bench scripts
+    start it in a fresh interpreter)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="benchkit.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("command", choices=["worker"], help="worker: run one workload in this process")
+    p.add_argument("spec", help="the workload as JSON (see the module docstring for its kinds)")
+    a = p.parse_args(argv)
+    print(json.dumps(run_worker(json.loads(a.spec))))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from dints.run import layout  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = load_config(argv, "fuse")
+    cfg = load_config(argv, "fuse", prog="choose_postprocessing.py", description=__doc__.split("\n\n")[0])
     task = load_task(cfg.data_root, cfg.task)
     run = layout.search_dir(cfg.work_root, cfg.task, cfg.mem)
     splits = load_or_create_splits(layout.task_dir(cfg.work_root, cfg.task) / layout.SPLITS, task.case_ids,

@@ -12,7 +12,6 @@ TorchScript (``fold<k>.ts``: ``torch.jit.load`` runs it without this code; the w
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,20 +24,23 @@ from dints.evaluate.model_folder import export_model  # noqa: E402
 from dints.run import layout  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=False)
+def options(p) -> None:
     p.add_argument("--out", required=True, help="model folder to write (its .zip goes beside it)")
-    p.add_argument("--torchscript", action="store_true", help="also write each fold's TorchScript network")
-    a, rest = p.parse_known_args(argv)
-    cfg = load_config(rest, "fuse")
+    p.add_argument("--torchscript", action="store_true",
+                   help="also write each fold's TorchScript network and torch.export program")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg = load_config(argv, "fuse", prog="export_model.py", description=__doc__.split("\n\n")[0],
+                          add_options=options)
     run = layout.search_dir(cfg.work_root, cfg.task, cfg.mem)
     folds = cfg.folds if cfg.folds is not None else list(range(cfg.num_folds))
     ckpts = {k: layout.best_checkpoint(run, k) for k in folds}
     ckpts = {k: f for k, f in ckpts.items() if f.is_file() or cfg.folds is not None}
     post = run / layout.POSTPROCESSING
-    zip_path = export_model(ckpts, load_task(cfg.data_root, cfg.task), Path(a.out),
-                            json.loads(post.read_text()) if post.is_file() else None, a.torchscript, source=str(run))
-    print(f"model folder {a.out} (folds {sorted(ckpts)}) and {zip_path}")
+    zip_path = export_model(ckpts, load_task(cfg.data_root, cfg.task), Path(cfg.out),
+                            json.loads(post.read_text()) if post.is_file() else None, cfg.torchscript, source=str(run))
+    print(f"model folder {cfg.out} (folds {sorted(ckpts)}) and {zip_path}")
     return zip_path
 
 

@@ -13,7 +13,6 @@ task are replaced, others kept).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import zipfile
 from pathlib import Path
@@ -48,14 +47,16 @@ def check_against_image(label: Path, image: Path) -> None:
         raise DataError(f"{label}: holds {lab.get_data_dtype()} values, not integer labels")
 
 
-def main(argv: list[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=False)
+def options(p) -> None:
     p.add_argument("--out", required=True, help="submission zip (updated when it exists)")
     p.add_argument("--labels", default=None, help="folder of label maps (default: stage 6's final/)")
-    a, rest = p.parse_known_args(argv)
-    cfg = load_config(rest, "fuse")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg = load_config(argv, "fuse", prog="make_submission.py", description=__doc__.split("\n\n")[0],
+                          add_options=options)
     task = load_task(cfg.data_root, cfg.task)
-    labels = Path(a.labels) if a.labels else layout.final_dir(layout.search_dir(cfg.work_root, cfg.task, cfg.mem))
+    labels = Path(cfg.labels) if cfg.labels else layout.final_dir(layout.search_dir(cfg.work_root, cfg.task, cfg.mem))
     if not task.test:
         raise DataError(f"{task.root / 'dataset.json'}: 'test' lists no images")
     entries, skipped = {}, []
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> Path:
             raise DataError(f"{f} does not exist: every test image needs a .nii.gz label map (stage 6, or --labels)")
         check_against_image(f, case["image"])
         entries[f"{task.name}/{case['id']}.nii.gz"] = f
-    out = Path(a.out)
+    out = Path(cfg.out)
     keep = {}
     if out.is_file():
         with zipfile.ZipFile(out) as z:

@@ -29,6 +29,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_paper_defaults():
     cfg = load_config(["--task", "T"], "search")
+    assert cfg.use_max == 1  # the paper's one-shot search
     assert (cfg.blocks, cfg.levels, cfg.channel_mul, cfg.mem) == (12, 4, 0.5, 0.8)
     assert (cfg.iters, cfg.warmup_iters, cfg.batch_size) == (20000, 10000, 1)
     assert (cfg.base_lr, cfg.arch_lr, cfg.topology_weight, cfg.EP, cfg.topology, cfg.EF) == (0.025, 1e-3, 1e-3, 1, 1, 0)
@@ -107,7 +108,7 @@ def test_spacing_native_on_command_line():
     (["--mem", "1.5"], "--mem"),
     (["--warmup_iters", "30000"], "--warmup_iters"),
     (["--levels", "1"], "--levels"),
-    (["--path_num", "11"], "--path_num"),
+    (["--use_max", "0", "--path_num", "11"], "--path_num"),
     (["--ct_window", "100", "0"], "--ct_window"),
 ])
 def test_inconsistent_options(argv, match):
@@ -133,26 +134,43 @@ def test_every_shipped_preset_parses_for_every_stage():
             read_preset(p, stage, build_parser(stage))
             cfg = load_config(["--config", str(p), "--task", "T"], stage)
             if p.stem.startswith("Task"):
-                # patch sides must suit the preset's levels (DESIGN §3: divisible by 2^(D+1))
+                # patch sides must suit the levels: divisible by 2^(D+1)
                 assert all(s % 2 ** (cfg.levels + 1) == 0 for s in cfg.patch_size), p
-            if stage == "search":  # the paper's mode (DESIGN §4, §11): one-shot, no annealing, both losses on
+            if stage == "search":  # the paper's mode: one-shot, no annealing, both losses on
                 assert (cfg.use_max, cfg.EF, cfg.EP, cfg.topology) == (1, 0, 1, 1), p
 
 
-def test_msd_presets_match_design_table():
-    expect = {  # DESIGN.md §11: channels, classes, intensity, window, native spacing?, patch
-        "Task01_BrainTumour": (4, 4, "zscore_nonzero", None, True, [96, 96, 96]),
-        "Task03_Liver": (1, 3, "ct", [-21.0, 189.0], False, [96, 96, 96]),
-        "Task04_Hippocampus": (1, 3, "zscore", None, True, [32, 32, 32]),
-        "Task05_Prostate": (2, 3, "zscore", None, False, [96, 96, 32]),
-        "Task09_Spleen": (1, 2, "ct", [-125.0, 275.0], False, [96, 96, 96]),
+def test_msd_presets_hold_only_what_makes_their_task_differ():
+    expect = {  # intensity, CT window, native spacing?, patch, retraining iterations (docs/method.md, presets)
+        "Task01_BrainTumour": ("zscore_nonzero", None, True, [96, 96, 96], 20000),
+        "Task02_Heart": ("zscore", None, False, [96, 96, 96], 20000),
+        "Task03_Liver": ("ct", [-21.0, 189.0], False, [96, 96, 96], 20000),
+        "Task04_Hippocampus": ("zscore", None, True, [32, 32, 32], 10000),
+        "Task05_Prostate": ("zscore", None, False, [96, 96, 32], 20000),
+        "Task06_Lung": ("ct", [-1000.0, 1000.0], False, [96, 96, 96], 20000),
+        "Task07_Pancreas": ("ct", [-87.0, 199.0], False, [96, 96, 96], 20000),
+        "Task08_HepaticVessel": ("ct", [0.0, 230.0], False, [96, 96, 96], 20000),
+        "Task09_Spleen": ("ct", [-125.0, 275.0], False, [96, 96, 96], 20000),
+        "Task10_Colon": ("ct", [-57.0, 175.0], False, [96, 96, 96], 20000),
     }
-    for name, (ch, cl, inten, win, native, patch) in expect.items():
-        cfg = load_config(["--config", str(ROOT / "configs" / f"{name}.yaml")], "search")
-        assert (cfg.in_channels, cfg.num_classes, cfg.intensity, cfg.patch_size) == (ch, cl, inten, patch), name
-        assert (cfg.spacing is None) == native, name
-        if win:
-            assert cfg.ct_window == win
+    parser = build_parser("search")
+    for name, (inten, win, native, patch, iters) in expect.items():
+        path = ROOT / "configs" / f"{name}.yaml"
+        cfg = load_config(["--config", str(path), "--task", name], "search")
+        assert (cfg.intensity, cfg.patch_size, cfg.spacing is None) == (inten, patch, native), name
+        assert win is None or cfg.ct_window == win, name
+        assert load_config(["--config", str(path), "--task", name], "retrain").iters == iters, name
+        # nothing in the file repeats a default
+        for key, value in read_preset(path, "search", parser).items():
+            assert value != parser.get_default(key), (name, key)
+        for key, value in read_preset(path, "retrain", build_parser("retrain")).items():
+            assert value != build_parser("retrain").get_default(key), (name, key)
+
+
+def test_a_preset_cannot_say_where(tmp_path):
+    p = write(tmp_path, "task: Task09_Spleen\niters: 5\n")
+    with pytest.raises(ConfigError, match="'task' cannot be set in a preset.*give --task on the command line"):
+        load_config(["--config", str(p), "--task", "T"], "search")
 
 
 def test_recorded_config_is_json(tmp_path):

@@ -85,7 +85,7 @@ def test_rerun_skips_and_force_redoes(pipeline, demo_root):
     work, run, _ = pipeline
     before = (run / "arch.json").stat().st_mtime_ns
     r = main_sh("1", demo_root, work)
-    assert r.returncode == 0 and "exists, skipping" in r.stdout
+    assert r.returncode == 0 and f"done ({run / 'summary.json'}), skipping" in r.stdout
     assert (run / "arch.json").stat().st_mtime_ns == before
     r = main_sh("5", demo_root, work, FORCE="1")
     assert r.returncode == 0 and "[fuse] Task99_Demo" in r.stdout and "skipping" not in r.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from dints.run import layout
 
 ROOT = Path(__file__).resolve().parents[2]
-RUN = "search-bilevel-ent-mem0.8-Task99_Demo"  # the seed's name, spelled by hand
+RUN = "search-bilevel-ent-mem0.8-Task99_Demo"  # the run folder's name, spelled by hand
 
 
 def test_names_by_hand(tmp_path):
@@ -27,35 +28,46 @@ def test_names_by_hand(tmp_path):
     assert layout.msd_size_file(tmp_path) == tmp_path / "msd_size.json"
 
 
-def _main_sh(stage: str, work: Path, **env) -> subprocess.CompletedProcess:
-    e = dict(os.environ, TASKS="Task99_Demo", FOLDS="0 1", DATA_ROOT=str(work / "no-data"), WORK_ROOT=str(work),
-             PYTHON=sys.executable, **env)
+def _main_sh(stage: str, work: Path, data: Path, **env) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if k not in ("PRESET", "EXTRA_ARGS", "FORCE")}
+    e.update(TASKS="Task99_Demo", FOLDS="0 1", DATA_ROOT=str(data), WORK_ROOT=str(work), PYTHON=sys.executable, **env)
     return subprocess.run(["bash", str(ROOT / "code" / "main.sh"), stage], capture_output=True, text=True, env=e)
 
 
 @pytest.mark.slow
-def test_shell_drivers_find_finished_runs_whatever_the_spelling_of_mem(tmp_path):
-    # A finished search and finished folds in the folder Python names for --mem 0.8; the drivers, given MEM=0.80,
-    # must find them and skip (before, they looked for mem0.80 and searched again). No data exists: any stage that
-    # ran instead of skipping would fail.
+def test_shell_drivers_find_finished_runs_whatever_the_spelling_of_mem(tmp_path, demo_root):
+    # A finished search and finished folds in the folder Python names for --mem 0.8, each with its record; the
+    # drivers, given MEM=0.80, must find them and skip (before, they looked for mem0.80 and searched again). Nothing
+    # else exists: any stage that ran instead of skipping would fail.
+    from config import load_config, to_dict
+    from dints.pipeline.records import record_file
+
     run = tmp_path / RUN
-    (run).mkdir()
-    (run / "summary.json").write_text("{}")  # the search's, written after arch.json
-    for k in (0, 1):
-        for sub in ("retrain", "val", "test"):
-            (run / f"{sub}-fold{k}").mkdir()
-            (run / f"{sub}-fold{k}" / "summary.json").write_text("{}")
-    (run / "fused").mkdir()
-    (run / "fused" / "summary.json").write_text("{}")
-    (run / "final_summary.json").write_text("{}")
-    expected = {"1": ["[search] Task99_Demo: " + str(run / "summary.json") + " exists, skipping"],
-                "2": [f"[retrain] Task99_Demo fold {k}: done, skipping" for k in (0, 1)],
-                "3": [f"[test-val] Task99_Demo fold {k}: done, skipping" for k in (0, 1)],
-                "4": [f"[test-infer] Task99_Demo fold {k}: done, skipping" for k in (0, 1)],
-                "5": ["[fuse] Task99_Demo: done, skipping"],
-                "6": ["[resample] Task99_Demo: done, skipping"]}
+    common = ["--data_root", str(demo_root), "--task", "Task99_Demo", "--work_root", str(tmp_path), "--mem", "0.80"]
+    units = [("search", "search", None), ("fuse", "fuse", None), ("resample", "fuse", None)]
+    units += [(kind, stage, k) for k in (0, 1) for kind, stage in (("retrain", "retrain"), ("val", "test"),
+                                                                    ("test", "test"))]
+    for kind, stage, fold in units:
+        marker = layout.stage_marker(tmp_path, "Task99_Demo", 0.8, kind, fold)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"folds": [0, 1]}))
+        argv = common + (["--fold", str(fold)] if fold is not None else []) + (["--split", kind] if stage == "test"
+                                                                               else []) + ["--folds", "0", "1"]
+        record = {"config": to_dict(load_config(argv, stage))}
+        if kind == "resample":
+            record["fused_folds"] = [0, 1]
+        record_file(kind, tmp_path, "Task99_Demo", 0.8, fold).write_text(json.dumps(record))
+    expected = {"1": ["[search] Task99_Demo: done (" + str(run / "summary.json") + "), skipping"],
+                "2": [f"[retrain] Task99_Demo fold {k}: done ({run}/retrain-fold{k}/summary.json), skipping"
+                      for k in (0, 1)],
+                "3": [f"[test-val] Task99_Demo fold {k}: done ({run}/val-fold{k}/summary.json), skipping"
+                      for k in (0, 1)],
+                "4": [f"[test-infer] Task99_Demo fold {k}: done ({run}/test-fold{k}/summary.json), skipping"
+                      for k in (0, 1)],
+                "5": [f"[fuse] Task99_Demo: done ({run}/fused/summary.json), skipping"],
+                "6": [f"[resample] Task99_Demo: done ({run}/final_summary.json), skipping"]}
     for stage, lines in expected.items():
-        r = _main_sh(stage, tmp_path, MEM="0.80")
+        r = _main_sh(stage, tmp_path, demo_root, MEM="0.80")
         assert r.returncode == 0, r.stdout + r.stderr
         for line in lines:
             assert line in r.stdout, (stage, r.stdout)

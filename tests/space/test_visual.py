@@ -1,16 +1,14 @@
-"""Architecture pictures and the visualize.py command line."""
+"""Architecture pictures (dints.space.visual): the graph, its labels and files, the autograd graph."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dints.space import visual
-from dints.space.archfile import Arch, save_arch
+from dints.space.archfile import Arch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,48 +55,8 @@ def test_render_png_and_svg(tmp_path):
     assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["arch.png", "arch.svg"]  # no DOT leftovers
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "code" / "visualize.py"), *args], capture_output=True, text=True,
-                          timeout=120)
-
-
-@pytest.mark.slow
-def test_cli(tmp_path):
-    path = save_arch(ARCH, tmp_path / "arch.json")
-    out = run_cli(str(path), "--out", str(tmp_path / "fig"))
-    assert out.returncode == 0, out.stderr
-    assert (tmp_path / "fig" / "arch.png").stat().st_size > 0 and (tmp_path / "fig" / "arch.svg").exists()
-
-
-@pytest.mark.slow
-def test_cli_bad_file_subprocess(tmp_path):
-    path = tmp_path / "arch.json"
-    path.write_text("{broken")
-    out = run_cli(str(path), "--out", str(tmp_path / "fig"))
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [f"visualize: {path}: not valid JSON: Expecting property name enclosed "
-                                               "in double quotes at line 1 column 2"]
-    assert not (tmp_path / "fig").exists()
-
-
-@pytest.mark.parametrize("content", [None, '{"num_blocks": 2}', '{"num_blocks": 2, "bogus": 1}'])
-def test_cli_bad_file(tmp_path, capsys, content):
-    import visualize  # code/visualize.py, in-process to keep the test fast
-
-    path = tmp_path / "arch.json"
-    if content is not None:
-        path.write_text(content)
-    assert visualize.main([str(path), "--out", str(tmp_path / "fig")]) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"visualize: {path}: ") and "Traceback" not in err
-    assert not (tmp_path / "fig").exists()
-
-
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchviz uses distutils' LooseVersion
 def test_autograd_graph(tmp_path):
-    pytest.importorskip("dints.space.network")
-    pytest.importorskip("torchviz")
     files = visual.render_autograd(ARCH, tmp_path, in_channels=1, num_classes=2, formats=("svg",))
     svg = files[0].read_text()
     assert "Backward" in svg  # autograd nodes

@@ -18,6 +18,7 @@ from dints.errors import ConfigError
 from dints.io import write_json
 from dints.run import dist, layout, lock
 from dints.run.runlog import setup_logging
+from dints.space.sizes import input_divisor
 
 
 def resolve_device(device: str) -> torch.device:
@@ -53,8 +54,14 @@ class StageContext:
         """Write ``config_<stage>.json`` (rank 0): once the stage's checks have passed, so that a refused run never
         overwrites the record of the run that made the folder's results."""
         if dist.info().is_main:
-            write_json(self.run_dir / layout.config_record(self.stage), {"config": self.record, "environment": environment()})
+            write_record(self.run_dir / layout.config_record(self.stage), self.record)
         dist.barrier()
+
+
+def write_record(path: Path, config: dict[str, Any], **extra: Any) -> Path:
+    """Write a stage's record: its resolved configuration, the software environment and ``extra`` facts (what
+    :mod:`dints.pipeline.records` compares when the stage is asked for again)."""
+    return write_json(path, {"config": config, "environment": environment(), **extra})
 
 
 def environment() -> dict:
@@ -131,7 +138,7 @@ def check_patch(patch_size: Sequence[int], levels: int, use_downsample: bool, op
     Raises:
         ConfigError: naming ``option``.
     """
-    factor = 2 ** (levels + int(use_downsample))
+    factor = input_divisor(levels, use_downsample)
     if any(s % factor for s in patch_size):
         raise ConfigError(f"{option} {list(patch_size)}: every side must be divisible by "
                           f"2^(levels+{int(use_downsample)}) = {factor} for {levels} levels")

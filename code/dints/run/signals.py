@@ -13,8 +13,6 @@ import logging
 import signal
 from types import FrameType
 
-import torch
-
 from dints.errors import Interrupted
 from dints.run import dist
 
@@ -68,6 +66,8 @@ class StopRequest:
         """The signal's name if any rank was asked to stop (all ranks get the same answer), else None."""
         if dist.info().world_size == 1:
             return self.signame
+        import torch  # here, not at the top: the command-line wrapper imports this module, torch is for training
+
         codes = {"SIGTERM": 1, "SIGINT": 2}
         got = int(dist.sum_tensor(torch.tensor([codes.get(self.signame, 0)], dtype=torch.int64)).item())
         if got == 0:

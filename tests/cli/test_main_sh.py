@@ -1,0 +1,129 @@
+"""code/main.sh as its README promises: one precedence for every option (defaults < preset < the variables that are
+set < EXTRA_ARGS), the preset each stage uses named, finished stages reused only when made with the same options,
+a task without test images, and folds run apart (one per GPU) then fused together."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # main.sh in subprocesses
+ROOT = Path(__file__).resolve().parents[2]
+TASK = "Task99_Demo"
+#: The smallest search and retraining that run every stage (2 blocks, 2 levels, 16^3 crops at 4 mm).
+FAST = ("--blocks 2 --levels 2 --patch_size 16 16 16 --spacing 4 4 4 --channel_mul 0.25 --iters 4 --warmup_iters 2 "
+        "--val_interval 2 --ckpt_interval 2 --sw_batch_size 8 --num_workers 0 --batch_size 1")
+
+
+def main_sh(*stages: str, data: Path, work: Path, env: dict | None = None, expect: int = 0,
+            **variables: str) -> subprocess.CompletedProcess:
+    """``bash code/main.sh STAGES`` with exactly the given variables set (nothing inherited from the test run)."""
+    e = {k: v for k, v in os.environ.items() if k not in ("MEM", "FOLDS", "PRESET", "TTA", "FORCE", "EXTRA_ARGS")}
+    e.update(TASKS=TASK, DATA_ROOT=str(data), WORK_ROOT=str(work), PYTHON=sys.executable, OMP_NUM_THREADS="1",
+             **(env or {}), **variables)
+    r = subprocess.run(["bash", str(ROOT / "code" / "main.sh"), *stages], capture_output=True, text=True, env=e,
+                       timeout=900)
+    assert r.returncode == expect, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def run_folders(work: Path) -> list[str]:
+    return sorted(p.name for p in work.iterdir() if p.name.startswith("search-"))
+
+
+def test_one_precedence_for_mem_and_the_preset_named(demo_root, tmp_path):
+    preset = tmp_path / "half.yaml"
+    preset.write_text((ROOT / "configs" / "tiny.yaml").read_text() + "mem: 0.5\n")
+    # MEM unset: the preset's mem holds (main.sh used to pass its own --mem 0.8 over it).
+    r = main_sh("1", data=demo_root, work=tmp_path / "a", PRESET=str(preset), EXTRA_ARGS=FAST)
+    assert run_folders(tmp_path / "a") == [f"search-bilevel-ent-mem0.5-{TASK}"]
+    assert f"[search] {TASK}: preset {preset}" in r.stdout
+    # MEM set: above the preset; EXTRA_ARGS: above MEM.
+    main_sh("1", data=demo_root, work=tmp_path / "b", PRESET=str(preset), MEM="0.3", EXTRA_ARGS=FAST)
+    assert run_folders(tmp_path / "b") == [f"search-bilevel-ent-mem0.3-{TASK}"]
+    main_sh("1", data=demo_root, work=tmp_path / "c", PRESET=str(preset), MEM="0.3", EXTRA_ARGS=FAST + " --mem 0.4")
+    assert run_folders(tmp_path / "c") == [f"search-bilevel-ent-mem0.4-{TASK}"]
+    # No preset for the task: main.sh says so, and the defaults of code/config.py apply (use_max 1, mem 0.8).
+    r = main_sh("1", data=demo_root, work=tmp_path / "d", EXTRA_ARGS=FAST)
+    assert f"[search] {TASK}: no preset (no configs/{TASK}.yaml, PRESET unset): the defaults of code/config.py" \
+        in r.stdout
+    run = tmp_path / "d" / f"search-bilevel-ent-mem0.8-{TASK}"
+    config = json.loads((run / "config_search.json").read_text())["config"]
+    assert (config["config"], config["use_max"], config["mem"], config["blocks"]) == (None, 1, 0.8, 2)
+
+
+def test_a_finished_stage_made_with_other_options_is_refused(demo_root, tmp_path):
+    work = tmp_path / "work"
+    main_sh("1", data=demo_root, work=work, PRESET=str(ROOT / "configs" / "tiny.yaml"), EXTRA_ARGS=FAST)
+    run = work / f"search-bilevel-ent-mem0.8-{TASK}"
+    arch = (run / "arch.json").read_bytes()
+    r = main_sh("1", data=demo_root, work=work, PRESET=str(ROOT / "configs" / "tiny.yaml"), EXTRA_ARGS=FAST)
+    assert f"[search] {TASK}: done ({run / 'summary.json'}), skipping" in r.stdout
+    # The spacing changed (a preset edited; here on the command line): the old search must not pass for the new one.
+    r = main_sh("1", data=demo_root, work=work, PRESET=str(ROOT / "configs" / "tiny.yaml"), expect=2,
+                EXTRA_ARGS=FAST + " --spacing 3 3 3")
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    print(errors)
+    assert len(errors) == 1 and "--spacing [4.0, 4.0, 4.0]" in errors[0] and "[3.0, 3.0, 3.0]" in errors[0]
+    assert "FORCE=1" in errors[0] and "WORK_ROOT" in errors[0]
+    assert (run / "arch.json").read_bytes() == arch
+    # FORCE=1 redoes it with the new options.
+    main_sh("1", data=demo_root, work=work, PRESET=str(ROOT / "configs" / "tiny.yaml"), FORCE="1",
+            EXTRA_ARGS=FAST + " --spacing 3 3 3")
+    assert json.loads((run / "config_search.json").read_text())["config"]["spacing"] == [3.0, 3.0, 3.0]
+
+
+def test_a_task_without_test_images_ends_after_validation(demo_copy, tmp_path):
+    meta = json.loads((demo_copy / TASK / "dataset.json").read_text())
+    meta["test"] = []
+    (demo_copy / TASK / "dataset.json").write_text(json.dumps(meta))
+    # Stages 4-6 have nothing to do and succeed (no model needed to see that).
+    r = main_sh("4", "5", "6", data=demo_copy, work=tmp_path / "work", PRESET=str(ROOT / "configs" / "tiny.yaml"),
+                FOLDS="0", EXTRA_ARGS=FAST)
+    assert f"[test-infer] {TASK}: dataset.json lists no test images, nothing to do" in r.stdout
+    assert f"[fuse] {TASK}: dataset.json lists no test images, nothing to fuse" in r.stdout
+    assert f"[resample] {TASK}: dataset.json lists no test images, nothing to resample" in r.stdout
+    for script, extra in (("test.py", ["--split", "test"]), ("fuse.py", []), ("fuse.py", ["--resample", "1"])):
+        r = subprocess.run([sys.executable, str(ROOT / "code" / script), "--data_root", str(demo_copy), "--task", TASK,
+                            "--work_root", str(tmp_path / "work"), *extra], capture_output=True, text=True)
+        assert r.returncode == 0 and "lists no test images: nothing to" in r.stderr, r.stderr[-2000:]
+
+
+def test_folds_on_separate_processes_then_fused_together(demo_root, tmp_path):
+    """nnU-Net's way with several GPUs: the search once, then one main.sh per fold (per GPU) at the same time, then
+    stages 5-6 with every fold. A stage 5 that fused fewer folds must not pass for the fusion of all of them."""
+    work = tmp_path / "work"
+    v = dict(PRESET=str(ROOT / "configs" / "tiny.yaml"), EXTRA_ARGS=FAST)
+    main_sh("1", data=demo_root, work=work, **v)
+    e = {k: val for k, val in os.environ.items() if k not in ("MEM", "FOLDS", "PRESET", "TTA", "FORCE", "EXTRA_ARGS")}
+    procs = [subprocess.Popen(["bash", str(ROOT / "code" / "main.sh"), "2", "3", "4"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env=dict(e, TASKS=TASK, DATA_ROOT=str(demo_root), WORK_ROOT=str(work), FOLDS=str(k),
+                                       PYTHON=sys.executable, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES=str(k), **v))
+             for k in (0, 1)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[1][-2000:] for o in outs)
+    run = work / f"search-bilevel-ent-mem0.8-{TASK}"
+    # The trap: one of the per-fold runs went on to stages 5-6 with its own fold only.
+    r = main_sh("5", "6", data=demo_root, work=work, FOLDS="0", **v)
+    assert json.loads((run / "fused" / "summary.json").read_text())["folds"] == [0]
+    assert "fused 1 of the 5 folds" in r.stderr
+    one_fold = {p.name: p.read_bytes() for p in (run / "final").iterdir()}
+    # Every fold asked for: stage 5 fuses again (not "done, skipping"), and stage 6 follows.
+    r = main_sh("5", "6", data=demo_root, work=work, FOLDS="0 1", **v)
+    assert "skipping" not in r.stdout, r.stdout
+    assert json.loads((run / "fused" / "summary.json").read_text())["folds"] == [0, 1]
+    assert json.loads((run / "config_resample.json").read_text())["fused_folds"] == [0, 1]
+    for p in (run / "fused").glob("*.npz"):
+        import numpy as np
+
+        assert np.load(p)["folds"].tolist() == [0, 1]
+    assert sorted(p.name for p in (run / "final").iterdir()) == sorted(one_fold)
+    r = main_sh("5", "6", data=demo_root, work=work, FOLDS="0 1", **v)
+    assert f"[fuse] {TASK}: done" in r.stdout and f"[resample] {TASK}: done" in r.stdout
