@@ -36,7 +36,7 @@ STAGES = ("search", "retrain", "test", "fuse")
 NOT_IN_PRESETS = ("data_root", "work_root", "task", "fold", "folds", "split", "resample", "arch", "checkpoint",
                   "msd_size")
 
-# Defaults that differ between stages (DESIGN.md §5 and §7).
+# Defaults that differ between stages (docs/method.md, "Relaxation and losses" and "The stages").
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "search": {"batch_size": 1, "iters": 20000, "warmup_iters": 10000, "channel_mul": 0.5, "val_interval": 1000},
     # retrain: channel_mul None = twice the searched architecture's channel_mul.
@@ -114,16 +114,20 @@ def build_parser(stage: str, prog: str | None = None, description: str | None = 
     g.add_argument("--EP", type=int, default=1, choices=[0, 1], help="entropy loss on (1) or off (0)")
     g.add_argument("--topology", type=int, default=1, choices=[0, 1], help="topology loss on (1) or off (0)")
     g.add_argument("--topology_weight", type=float, default=0.001, help="weight of the topology loss")
-    g.add_argument("--mem", type=float, default=0.8, help="memory budget as a fraction of the full supernet (the seed's MEM)")
+    g.add_argument("--mem", type=float, default=0.8,
+                   help="memory budget as a fraction of the full supernet (MEM in the authors' published code)")
     g.add_argument("--use_max", type=int, default=1, choices=[0, 1],
                    help="1: one-shot supernet (every path and op runs; the paper's search); 0: sample --path_num paths "
                         "per block")
     g.add_argument("--path_num", type=int, default=5, help="paths sampled per block when --use_max 0")
     g.add_argument("--path_iters", type=int, default=1, help="resample the paths every this many iterations")
     g.add_argument("--recompute", type=int, default=1, choices=[0, 1],
-                   help="1: the supernet's pseudo-3D ops recompute their convolutions in the backward pass (about 0.6x "
-                        "the activation memory of a one-shot step, ~10%% more time); 0: keep them (same results)")
-    g.add_argument("--arch_lr", type=float, default=1e-3, help="Adam learning rate of the architecture parameters")
+                   help="1: the supernet's pseudo-3D ops keep only their input and recompute their two convolutions in "
+                        "the backward pass (about 0.6x the activation memory of a one-shot step, for extra compute; "
+                        "without mixed precision only); 0: keep them (same results)")
+    g.add_argument("--arch_lr", type=float, default=1e-3,
+                   help="Adam learning rate of the architecture parameters (each set, alpha_a and alpha_c), multiplied "
+                        "by the number of processes")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--base_lr", type=float, default=0.025, help="SGD learning rate, multiplied by the number of processes")

@@ -24,7 +24,7 @@ case "${1:-}" in
 esac
 source "$HERE/common.sh"
 
-DRIVERS=(search.sh retrain.sh test_val.sh test.sh fuse.sh fuse.sh)
+DRIVERS=(search.sh retrain.sh test_val.sh test_infer.sh fuse.sh fuse.sh)
 NAMES=(search retrain test-val test-infer fuse resample)
 MAIN_ARG="$*"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Stage 2: retrain the searched architecture from scratch on one fold (DESIGN.md §7).
+"""Stage 2: retrain the searched architecture from scratch on one fold (docs/method.md, "The stages").
 
     python code/retrain.py --config configs/tiny.yaml --data_root data --task Task99_Demo --fold 0 --work_root work
 

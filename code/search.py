@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Stage 1: search a network topology for one task and fold (DESIGN.md §5).
+"""Stage 1: search a network topology for one task and fold (docs/method.md, "Relaxation and losses").
 
     python code/search.py --config configs/tiny.yaml --data_root data --task Task99_Demo --fold 0 --work_root work
 

@@ -13,8 +13,8 @@ alternated round by round so that they share the machine's noise):
   tutorial does, see ``scripts/benchkit.py``) at the tiny preset (``configs/tiny.yaml``: B=4, D=3, channel_mul
   0.25, batch 2 x 32^3) and at B=12, D=4, channel_mul 0.25, batch 1 x 64^3, one-shot: median seconds and peak
   memory (peak resident set minus the resident set before the first iteration); at the second configuration also
-  one forward + backward of the supernet alone, the measure issue 11 states its baselines for (about 3/5 of the
-  iteration's work: the architecture step computes no weight gradients);
+  one forward + backward of the supernet alone, the measure the speed goals state their baselines for (about 3/5 of
+  the iteration's work: the architecture step computes no weight gradients);
 - path sampling (ours, ``--use_max 0``) at ``--path_num`` 2, 4, 6 at the second configuration;
 - compute efficiency: the useful floating-point operations of each of those (MONAI's counted by
   ``torch.utils.flop_counter.FlopCounterMode``; ours is credited with the same count, so that work it skips counts
@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchkit import alternate, environment, finish, fmt, ratio, table  # noqa: E402
 
-#: The search configurations: name -> (preset, extra options, label). "tiny" is the demo's; "b12" the issue's CPU
+#: The search configurations: name -> (preset, extra options, label). "tiny" is the demo's; "b12" the goals' CPU
 #: scale, the one the goals are judged on.
 CONFIGS = {
     "tiny": ("tiny", ["--in_channels", "1", "--num_classes", "3"],
@@ -58,7 +58,7 @@ TINY_CONFIGS = {
 }
 PATH_NUMS = (2, 4, 6)
 #: What is timed ours vs MONAI: (result name, benchkit workload, configuration). The search iteration at "b12" is what
-#: the goals are judged on; "b12_fwd_bwd" is the measure issue 11 states its baselines (and 179 GFLOP) for.
+#: the goals are judged on; "b12_fwd_bwd" is the measure the goals state their baselines (and 179 GFLOP) for.
 STEPS = [("tiny", "search", "tiny"), ("b12", "search", "b12"), ("b12_fwd_bwd", "supernet", "b12")]
 FWD_BWD = ", forward+backward only"
 

@@ -15,7 +15,7 @@ implementation only. Its ``kind``:
   authors set it), optimisers and inputs; ``flops`` also counts the step's floating-point operations
   (``torch.utils.flop_counter``).
 - ``supernet``: one forward + backward of the one-shot supernet (segmentation loss, every parameter's gradient,
-  no optimiser step): the "search step" issue 11 states its baseline figures and 179 GFLOP for.
+  no optimiser step): the "search step" the speed goals state their baselines (and 179 GFLOP) for.
 - ``train``: one retraining iteration of a discrete network (forward, loss, backward, SGD step) of the same
   architecture: ours :class:`dints.space.network.DiscreteNet`, MONAI's ``TopologyInstance`` + ``DiNTS``.
 - ``infer``: sliding-window inference of one volume (:func:`dints.evaluate.inference.predict_volume`: MONAI's

@@ -7,7 +7,8 @@
 Searches the demo task (generated if missing) once per budget and seed, in the presets' mode (one-shot supernet,
 ``--use_max 1 --EF 0 --EP 1 --topology 1``) with the tiny preset's network and a longer search than the demo's
 (:data:`SEARCH_ARGS`), and reports for each decoded architecture its usage/full memory ratio (``arch.json``'s
-``mem_ratio``: its active paths' cost over all paths' cost, DESIGN.md §5), the search distribution's expected ratio,
+``mem_ratio``: its active paths' cost over all paths' cost, docs/method.md, "Relaxation and losses"), the search
+distribution's expected ratio,
 its number of active paths and its activation memory measured in one forward+backward pass of the discrete
 network (the tensors autograd saves for backward, at the search's channel multiplier and crop size). Ends with a
 Markdown table, one row per search, and one JSON line. Finished searches are reused when the script is rerun.

@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Write ``msd_size.json`` (the seed's format) from the original images of one or more MSD task folders.
+"""Write ``msd_size.json`` (the authors' published code's format) from the original images of MSD task folders.
 
     python scripts/make_msd_size.py data/Task09_Spleen [data/Task07_Pancreas ...] --out msd_size.json
 
 Output: ``{"<TaskName>": {"<case file name>": [x, y, z], ...}, ...}`` with the spatial size of every image
-listed in each task's ``dataset.json`` (training and test). Stage 6 (``fuse.py --resample``) reads it. An
-existing output file is updated: tasks given here replace their entries, other tasks are kept.
+listed in each task's ``dataset.json`` (training and test). Stage 6 (``fuse.py --resample 1 --msd_size FILE``, or
+``MSD_SIZE=FILE`` for ``code/main.sh``) checks the final label maps' sizes against it. An existing output file is
+updated: tasks given here replace their entries, other tasks are kept.
 """
 
 from __future__ import annotations

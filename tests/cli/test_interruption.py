@@ -1,9 +1,9 @@
 """Interruption at any point (docs/reliability.md): ``code/main.sh all`` killed (SIGKILL) or stopped (SIGTERM,
 SIGINT) in every stage — in a training iteration, while a checkpoint is written, while a probability file or an
-output NIfTI is written, and as a whole process group — then rerun, must give the outputs of an uninterrupted run:
-the same ``arch.json`` bytes, the same ``best.pt`` weights, the same validation table, probability files and label
-maps. No partial file is ever taken for a finished one. Also: two runs on one folder, a stale lock, a truncated
-``latest.pt``.
+output NIfTI is written, and as a whole process group — then rerun, must resume an interrupted training from its
+checkpoint and give the outputs of an uninterrupted run: the same ``arch.json`` bytes, the same ``best.pt`` weights,
+the same validation table, probability files and label maps. No partial file is ever taken for a finished one.
+Also: a second signal during the stop's checkpoint, two runs on one folder, a stale lock, a truncated ``latest.pt``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 from helpers.stages import FAST, ROOT
 
-pytestmark = pytest.mark.slow  # main.sh end to end, many times: about three minutes
+pytestmark = pytest.mark.slow  # main.sh end to end, many times: about four minutes
 TASK = "Task99_Demo"
 RUN = f"search-bilevel-ent-mem0.8-{TASK}"
 
@@ -86,14 +86,34 @@ STEPS = [
     ("retrain: SIGKILL while writing latest.pt", "kill:retrain-fold0/latest.pt:2", 137,
      f"{RUN}/retrain-fold0/summary.json"),
     ("retrain: SIGKILL at iteration 7", "kill-iter:7", 137, f"{RUN}/retrain-fold0/summary.json"),
+    # Stages 3-6 (outside a training loop) stop at once, SIGKILLed or SIGTERMed (a scheduler's signal, here while a
+    # file is written): nothing half-written is left, and the rerun redoes the stage.
     ("test on validation: SIGKILL while writing metrics.csv", "kill:val-fold0/metrics.csv:1", 137,
+     f"{RUN}/val-fold0/metrics.csv"),
+    ("test on validation: SIGTERM while writing metrics.csv", "term:val-fold0/metrics.csv:1", 75,
      f"{RUN}/val-fold0/metrics.csv"),
     ("inference: SIGKILL while writing a probability file", "kill:test-fold0/demo_011.npz:1", 137,
      f"{RUN}/test-fold0/demo_011.npz"),
+    ("inference: SIGTERM while writing a probability file", "term:test-fold0/demo_011.npz:1", 75,
+     f"{RUN}/test-fold0/demo_011.npz"),
     ("fuse: SIGKILL while writing a label map", "kill:fused/demo_010.nii.gz:1", 137, f"{RUN}/fused/demo_010.nii.gz"),
+    ("fuse: SIGTERM while writing a label map", "term:fused/demo_010.nii.gz:1", 75, f"{RUN}/fused/demo_010.nii.gz"),
     ("resample: SIGKILL while writing a final label map", "kill:final/demo_011.nii.gz:1", 137,
      f"{RUN}/final/demo_011.nii.gz"),
+    ("resample: SIGTERM while writing a final label map", "term:final/demo_011.nii.gz:1", 75,
+     f"{RUN}/final/demo_011.nii.gz"),
 ]
+#: The checkpoint a training stage resumes from, by the stage named at the start of a step.
+LATEST = {"search": f"{RUN}/latest.pt", "retrain": f"{RUN}/retrain-fold0/latest.pt"}
+
+
+def saved_iteration(work: Path, what: str) -> tuple[Path, int] | None:
+    """The checkpoint the stage interrupted by step ``what`` will resume from, and its iteration (None: not a training
+    stage, or nothing saved yet)."""
+    rel = LATEST.get(what.split(":")[0])
+    if rel is None or not (work / rel).is_file():
+        return None
+    return work / rel, torch.load(work / rel, weights_only=False)["iteration"]
 
 
 def test_main_sh_interrupted_at_every_stage_gives_the_uninterrupted_outputs(reference, demo_root, tmp_path):
@@ -110,21 +130,31 @@ def test_main_sh_interrupted_at_every_stage_gives_the_uninterrupted_outputs(refe
     print(f"main.sh process group: SIGKILL once {latest.name} existed -> exit {proc.returncode}")
     assert not (work / RUN / "summary.json").exists()
 
+    resume = saved_iteration(work, "search")
     for what, fault, status, absent in STEPS:
         r = main_sh(work, demo_root, fault=fault)
         stage_line = [ln for ln in r.stderr.splitlines() if ln.startswith("[main] stage")]
         print(f"\nINTERRUPT| {what} ({fault}) -> exit {r.returncode}: {stage_line[-1] if stage_line else ''}")
+        if resume is not None:  # the rerun continued the interrupted training from its checkpoint, not afresh
+            path, it = resume
+            assert f"resumed from {path} at iteration {it}" in r.stderr, (what, it, r.stderr[-3000:])
+            print(f"INTERRUPT| ... which first resumed {path.relative_to(work)} at iteration {it}")
         assert r.returncode == status, r.stdout[-2000:] + r.stderr[-3000:]
         assert "Traceback" not in r.stderr, r.stderr[-3000:]
         if status == 75:
             assert "was interrupted (SIGTERM/SIGINT) after saving its state" in r.stderr
-            assert "interrupted by SIG" in r.stderr and "holds iteration" in r.stderr
+            assert "interrupted by SIG" in r.stderr
+            training = what.split(":")[0] in LATEST
+            assert ("holds iteration" in r.stderr) == training, r.stderr[-3000:]
         else:
             assert "failed (exit status 137)" in r.stderr
         assert not (work / absent).exists(), f"{absent} exists after: {what}"
         if fault.startswith("kill:"):  # the half-written temporary file is there: the fault struck mid-write
             target = fault.split(":")[1]
             assert list(work.rglob(f".{Path(target).name}.*.tmp")), f"no half-written {target} after: {what}"
+        if fault.startswith("term:"):  # a signal during a write: the write's temporary file is removed on the way out
+            assert not list(work.rglob(".*.tmp")), what
+        resume = saved_iteration(work, what)
 
     r = main_sh(work, demo_root)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -132,6 +162,26 @@ def test_main_sh_interrupted_at_every_stage_gives_the_uninterrupted_outputs(refe
     diff = same(outputs(work), reference["outputs"])
     print(f"after {len(STEPS) + 1} interruptions and reruns, outputs differing from the uninterrupted run: {diff}")
     assert not diff
+
+
+def test_a_second_signal_during_the_stop_checkpoint_is_noted_not_obeyed(reference, demo_root, tmp_path):
+    """SIGTERM at iteration 2 of a retraining, then a second SIGTERM while the stop's checkpoint is written (the
+    shell passing the scheduler's signal on, or a second Ctrl-C): the write completes, latest.pt holds the iteration
+    the run stopped after, and the rerun resumes there and ends as the uninterrupted run did."""
+    work = tmp_path / "work"
+    shutil.copytree(reference["work"], work)
+    fold = work / RUN / "retrain-fold0"
+    shutil.rmtree(fold)
+    # latest.pt is written at iteration 2 (--ckpt_interval 2), then by the stop after iteration 3: its second write.
+    r = main_sh(work, demo_root, stage="2", fault="term-iter:2;term:retrain-fold0/latest.pt:2")
+    print(r.stderr.splitlines()[-3:])
+    assert r.returncode == 75, r.stderr[-3000:]
+    assert "already stopping (writing the checkpoint)" in r.stderr and "holds iteration 3 of 8" in r.stderr
+    assert torch.load(fold / "latest.pt", weights_only=False)["iteration"] == 3 and not list(fold.glob(".*.tmp"))
+    r = main_sh(work, demo_root, stage="2")
+    assert r.returncode == 0 and f"resumed from {fold / 'latest.pt'} at iteration 3" in r.stderr, r.stderr[-3000:]
+    best = torch.load(fold / "best.pt", weights_only=False)["model"]
+    assert all(torch.equal(best[k], v) for k, v in reference["outputs"]["best.pt"].items())
 
 
 def test_sigterm_to_main_sh_reaches_the_stage(reference, demo_root, tmp_path):

@@ -174,7 +174,7 @@ def test_model_folder_faults_are_one_line(trained, demo_root, tmp_path):
 def test_postprocessing_is_chosen_exported_and_applied(trained, demo_root, tmp_path):
     r = _run(str(ROOT / "scripts" / "choose_postprocessing.py"), *_opts(demo_root, trained))
     chosen = json.loads((trained / RUN / "postprocessing.json").read_text())
-    assert chosen["cases"] == 4 and "keep largest component" in r.stdout or "leave as is" in r.stdout
+    assert chosen["cases"] == 4 and ("keep largest component" in r.stdout or "leave as is" in r.stdout)
     _run(str(ROOT / "scripts" / "export_model.py"), "--out", str(tmp_path / "model"), *_opts(demo_root, trained))
     assert ModelFolder.open(tmp_path / "model").largest_component == chosen["largest_component"]
     images = demo_root / "Task99_Demo" / "imagesTs"
@@ -184,6 +184,19 @@ def test_postprocessing_is_chosen_exported_and_applied(trained, demo_root, tmp_p
         stage6 = np.asarray(nib.load(str(trained / RUN / "final" / img.name)).dataobj)
         want = keep_largest_component(stage6, chosen["largest_component"])
         assert np.array_equal(np.asarray(nib.load(str(tmp_path / "labels" / img.name)).dataobj), want)
+    # Whatever was chosen, applying a choice must be seen to work: a hand-written one that filters every class.
+    (trained / RUN / "postprocessing.json").write_text(json.dumps({"largest_component": [1, 2]}))
+    _run(str(ROOT / "scripts" / "export_model.py"), "--out", str(tmp_path / "model2"), *_opts(demo_root, trained))
+    assert ModelFolder.open(tmp_path / "model2").largest_component == [1, 2]
+    _run(str(ROOT / "code" / "predict.py"), "--model", str(tmp_path / "model2"), "--input", str(images), "--output",
+         str(tmp_path / "labels2"))
+    changed = 0
+    for img in images.glob("*.nii.gz"):
+        stage6 = np.asarray(nib.load(str(trained / RUN / "final" / img.name)).dataobj)
+        got = np.asarray(nib.load(str(tmp_path / "labels2" / img.name)).dataobj)
+        assert np.array_equal(got, keep_largest_component(stage6, [1, 2]))
+        changed += int(not np.array_equal(got, stage6))
+    assert changed > 0, "the filter changed no label map: the test would not see it skipped"
     (trained / RUN / "postprocessing.json").unlink()  # other tests export without it
 
 

@@ -53,7 +53,8 @@ def test_short_search_writes_outputs(tiny_args, tmp_path):
     assert {"architect", "w_loader", "a_loader", "rng", "path_gen", "path_inclusion", "config"} <= set(state)
 
     # What the result says it is: the codes are the tau = 1 optimum of the final logits (checked against an
-    # exhaustive enumeration of consistent child sequences), mem_ratio is their own usage/full (DESIGN.md §5 by hand)
+    # exhaustive enumeration of consistent child sequences), mem_ratio is their own usage/full (by hand, from the
+    # costs in docs/method.md)
     # and mem_ratio_expected the distribution's (first principles).
     alpha_a, alpha_c = state["model"]["alpha_a"].double(), state["model"]["alpha_c"]
     kids, p = independent.child_probs(alpha_a)

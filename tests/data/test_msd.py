@@ -150,11 +150,20 @@ def test_wrong_channel_count(demo_copy):
         check_headers(load_task(demo_copy, TASK))
 
 
-def test_label_check_stamp_skips_unchanged_files(demo_copy, tmp_path):
+def test_label_check_stamp_skips_unchanged_files(demo_copy, tmp_path, monkeypatch):
     task = load_task(demo_copy, TASK)
     stamp = tmp_path / "stamp.json"
     check_labels(task, stamp)
     assert stamp.is_file()
+    # Unchanged files: the stamp is enough, no label is read again.
+    reads = []
+    real_load = nib.load
+    monkeypatch.setattr(nib, "load", lambda path, *a, **k: reads.append(path) or real_load(path, *a, **k))
+    check_labels(load_task(demo_copy, TASK), stamp)
+    assert reads == []
+    check_labels(load_task(demo_copy, TASK), None)  # without a stamp every label is read
+    assert len(reads) == len(task.training)
+    monkeypatch.undo()
     # Corrupt a label without changing size or mtime is impossible to detect; changing the file is detected.
     lbl = first_label(demo_copy)
     arr = np.asarray(nib.load(str(lbl)).dataobj).copy()

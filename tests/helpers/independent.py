@@ -2,7 +2,8 @@
 
 Nothing here uses ``dints.space.relax`` or ``dints.space.topology``: the path tables are written out by hand, children are
 enumerated with ``itertools`` as sets of paths, their probabilities are products of ``eta`` and ``1 - eta``, patterns
-are Python frozensets, and the op and resampling costs are the numbers of DESIGN.md §5. Tests compare the library's
+are Python frozensets, and the op and resampling costs are the numbers of docs/method.md, "Relaxation and losses".
+Tests compare the library's
 vectorised code against these loops.
 """
 
@@ -13,12 +14,13 @@ import math
 
 import torch
 
-#: Path tables (source level, target level) written out by hand for D = 2 and 3 (DESIGN.md §3).
+#: Path tables (source level, target level) written out by hand for D = 2 and 3 (docs/method.md, "Search space").
 PATHS = {
     2: [(0, 0), (1, 0), (0, 1), (1, 1)],
     3: [(0, 0), (1, 0), (0, 1), (1, 1), (2, 1), (1, 2), (2, 2)],
 }
-#: Op costs in units of the output size, Cin == Cout (DESIGN.md §5): skip 0, 3x3x3 conv 1 + 2, pseudo-3D 2 + 2.
+#: Op costs in units of the output size, Cin == Cout (docs/method.md, "Relaxation and losses"): skip 0, 3x3x3
+#: conv 1 + 2, pseudo-3D 2 + 2.
 OP_COST = {"skip_connect": 0.0, "conv_3x3x3": 3.0, "conv_3x3x1": 4.0, "conv_3x1x3": 4.0, "conv_1x3x3": 4.0}
 EPS = 1e-5  # inside the logarithms of the entropy and topology losses, as MONAI has it
 
@@ -47,7 +49,8 @@ def child_probs(alpha_a: torch.Tensor, tau: float = 1.0) -> tuple[list[tuple[int
 
 
 def entropy(alpha_a: torch.Tensor, alpha_c: torch.Tensor, tau: float = 1.0) -> float:
-    """Mean child entropy term plus mean op-softmax entropy term (DESIGN.md §5)."""
+    """Mean child entropy term plus mean op-softmax entropy term (docs/method.md, "Relaxation and losses").
+    """
     _, p = child_probs(alpha_a, tau)
     ent_a = -(p * torch.log(p + EPS)).mean()
     w = torch.softmax(alpha_c.double() / tau, -1)
@@ -71,7 +74,8 @@ def topology(alpha_a: torch.Tensor, num_depths: int, tau: float = 1.0) -> float:
 
 def memory_ratio(alpha_a: torch.Tensor, alpha_c: torch.Tensor, ops: list[str], num_depths: int,
                  in_shape: tuple[int, ...], channel_mul: float, tau: float = 1.0) -> float:
-    """Expected usage / full of the supernet (DESIGN.md §5), with the stem halving the input (use_downsample)."""
+    """Expected usage / full of the supernet (docs/method.md, "Relaxation and losses"), with the stem halving the
+    input (use_downsample)."""
     eta = torch.sigmoid(alpha_a.double() / tau)
     w = torch.softmax(alpha_c.double() / tau, -1)
     channels = [int(32 * 2 ** (r + 1) * channel_mul) for r in range(num_depths)]

@@ -88,7 +88,8 @@ def randomize_(module: nn.Module, seed: int = 0) -> None:
 
 
 def path_ends(num_depths: int) -> tuple[list[int], list[int]]:
-    """Source and target level of each path, written out from DESIGN §3 (independent of dints.space.topology)."""
+    """Source and target level of each path, written out from docs/method.md, "Search space" (independent of
+    dints.space.topology)."""
     p = 3 * num_depths - 2
     return [(i + 1) // 3 - 1 + (i + 1) % 3 for i in range(p)], [(i + 1) // 3 for i in range(p)]
 

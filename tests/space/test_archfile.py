@@ -55,7 +55,7 @@ def test_round_trip(tmp_path):
     assert path.exists() and os.listdir(path.parent) == ["arch.json"]  # no temporary file left behind
     assert load_arch(path) == arch
     data = json.loads(path.read_text())
-    assert data == HAND  # exactly the DESIGN §8 fields, as plain JSON
+    assert data == HAND  # exactly the docs/method.md, "Decoding" fields, as plain JSON
     # one matrix row per line
     assert "[1, 0, 1, 0]," in path.read_text()
     node_a, code_a, code_c = arch.codes()

@@ -47,7 +47,8 @@ def _assert_close_to_scale(got, want, name, rel=1e-5):
 )
 def test_one_shot_matches_monai(num_blocks, num_depths, size, channel_mul, tau):
     ref, net = _pair(num_blocks, num_depths, channel_mul)
-    # MONAI has no temperature: dividing its logits by tau is what DESIGN's sigmoid/softmax(alpha / tau) means.
+    # MONAI has no temperature: dividing its logits by tau is what the relaxation's sigmoid/softmax(alpha / tau)
+    # (docs/method.md) means.
     with torch.no_grad():
         ref.dints_space.log_alpha_a.div_(tau)
         ref.dints_space.log_alpha_c.div_(tau)
@@ -123,7 +124,7 @@ def _saved_bytes(fn):
     return out, sum(seen.values())
 
 
-def test_sampled_forward_runs_only_sampled_paths_and_matches_monai():
+def test_sampled_forward_runs_only_the_sampled_paths_and_equals_monai_when_they_are_certain():
     ref, net = _pair(num_blocks=4, num_depths=3, channel_mul=0.2, seed=1)
     called = []
     for name, cell in net.cells.items():

@@ -116,7 +116,7 @@ def test_loss_flags_change_what_is_optimised(tiny_args):
 def test_arch_loss_is_seg_plus_weighted_regularisers(tiny_args):
     # Each term computed independently of dints.space.relax and of the Architect: the segmentation loss with MONAI's
     # DiceCELoss configured as the DiNTS authors do, on a copy of the network taken before the step; entropy,
-    # topology and memory ratio from first principles (tests/independent.py); w(t) by hand.
+    # topology and memory ratio from first principles (tests/helpers/independent.py); w(t) by hand.
     cfg, net, arch, batch = _setup(tiny_args, "--topology_weight", "0.5", "--EF", "2", "--ef_end", "0.5")
     before = copy.deepcopy(net)
     it = cfg.warmup_iters + 1  # second architecture iteration of 4: w = 2/4
@@ -145,7 +145,8 @@ def test_arch_loss_is_seg_plus_weighted_regularisers(tiny_args):
 
 
 def test_memory_ratio_matches_independent_sum(tiny_args):
-    """Architect.memory is the expected usage/full of DESIGN.md §5 on the crop shape the search trains with."""
+    """Architect.memory is the expected usage/full (docs/method.md, "Relaxation and losses") on the crop shape the
+    search trains with."""
     cfg, net, arch, _ = _setup(tiny_args)
     with torch.no_grad():
         net.alpha_a.normal_(0.0, 1.5)

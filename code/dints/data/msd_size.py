@@ -1,7 +1,9 @@
-"""``msd_size.json``, the seed's table of original image sizes: ``{task: {image file name: [x, y, z]}}``.
+"""``msd_size.json``, the authors' published code's table of original image sizes: ``{task: {image file name: [x, y,
+z]}}``.
 
-Written by ``scripts/make_msd_size.py`` from a task's images, read by stage 6 (``fuse.py --resample 1``) to check
-that every result goes back onto its original grid.
+Written by ``scripts/make_msd_size.py`` from a task's images; stage 6 (``fuse.py --resample 1 --msd_size FILE``)
+checks every result's grid against it when given (the grid itself comes from the original image, or from the one
+stage 4 recorded).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Cross-validation folds, made once per task with a fixed seed and reused by every stage (``splits.json``).
 
 The search further halves a fold's training part: one half updates the network weights, the other the
-architecture parameters (DESIGN.md §2).
+architecture parameters (docs/method.md, "The stages").
 """
 
 from __future__ import annotations

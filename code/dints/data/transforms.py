@@ -2,8 +2,8 @@
 
 Preprocessing (deterministic, so cacheable): load, channel first, reorient to RAS, resample to the target
 spacing, normalise intensities, pad to the patch size, cast. Training adds class-balanced crops around the
-labels and augmentation. Inference keeps the image's metadata and the applied operations, so that
-``monai.transforms.Invertd`` can bring predictions back to the original grid.
+labels and augmentation. Inference keeps the processing grid's affine, with which predictions are resampled back
+to the original image's grid (:mod:`dints.evaluate.resample`).
 """
 
 from __future__ import annotations
@@ -163,9 +163,8 @@ def val_transforms(data: DataSettings) -> Compose:
 def infer_transforms(data: DataSettings) -> Compose:
     """Inference pipeline for images without labels.
 
-    The output ``image`` is a MetaTensor carrying its metadata (original affine, spatial shape, file name) and
-    the applied operations, so predictions can be mapped back with ``monai.transforms.Invertd`` using this
-    same Compose.
+    The output ``image`` is a MetaTensor whose ``affine`` is the processing grid's voxel-to-world affine: with the
+    original image's affine, :func:`dints.evaluate.resample.resample_probabilities` maps predictions back.
     """
     return Compose(preprocess(data, keys=(IMAGE,)))
 

@@ -5,6 +5,8 @@ Set ``DINTS_FAULT`` to one or more ``;``-separated rules; an unset variable cost
 - ``kill:<path suffix>:<n>``: on the n-th atomic write of a file whose path ends with the suffix, cut the temporary
   file to half its size, then SIGKILL this process (a crash during a checkpoint or NIfTI write);
 - ``enospc:<path suffix>:<n>``: that write fails with "No space left on device" after half the data (a full disk);
+- ``term:<path suffix>:<n>`` / ``int:<path suffix>:<n>``: during that write, once the temporary file holds the whole
+  content, send this process SIGTERM / SIGINT (a scheduler's signal arriving while a result or checkpoint is written);
 - ``kill-iter:<n>`` / ``term-iter:<n>`` / ``int-iter:<n>``, optionally ``:<rank>``: at the start of training
   iteration n, SIGKILL, SIGTERM or SIGINT this process (only the process of that rank, when given).
 
@@ -21,6 +23,8 @@ from pathlib import Path
 from dints.run import dist
 
 ENV = "DINTS_FAULT"
+#: Faults of an atomic write (``<kind>:<path suffix>:<n>``).
+WRITE_FAULTS = ("kill", "enospc", "term", "int")
 _counts: dict[str, int] = {}
 
 
@@ -39,7 +43,13 @@ def on_write(path: Path, tmp: str) -> None:
     if ENV not in os.environ:
         return
     for rule in _rules():
-        if len(rule) == 3 and rule[0] in ("kill", "enospc") and str(path).endswith(rule[1]) and _nth(":".join(rule), rule[2]):
+        if len(rule) != 3 or rule[0] not in WRITE_FAULTS or not str(path).endswith(rule[1]):
+            continue
+        if not _nth(":".join(rule), rule[2]):
+            continue
+        if rule[0] in ("term", "int"):
+            os.kill(os.getpid(), signal.SIGTERM if rule[0] == "term" else signal.SIGINT)
+        else:
             size = os.path.getsize(tmp)
             with open(tmp, "r+b") as f:
                 f.truncate(size // 2)

@@ -1,4 +1,4 @@
-"""The architecture file (``arch.json``) that connects search and retraining (DESIGN §8).
+"""The architecture file (``arch.json``) that connects search and retraining (docs/method.md, "Decoding").
 
 An :class:`Arch` is plain named data: the decoded codes, the op set they index, the search settings needed to
 interpret them, the memory figures and where it came from. :func:`save_arch` / :func:`load_arch` write and read it as

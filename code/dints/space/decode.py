@@ -1,4 +1,4 @@
-"""Decoding the searched architecture: an exact dynamic program over node patterns (DESIGN §6).
+"""Decoding the searched architecture: an exact dynamic program over node patterns (docs/method.md, "Decoding").
 
 The blocks form a layered graph: block ``b``'s choice (a child, i.e. a set of paths) constrains block ``b + 1`` only
 through its output node pattern, which must equal block ``b + 1``'s input pattern. The most probable consistent

@@ -1,4 +1,5 @@
-"""The discrete DiNTS network of a decoded architecture, for retraining and inference (DESIGN §3, §6-§7).
+"""The discrete DiNTS network of a decoded architecture, for retraining and inference (docs/method.md, "The
+networks").
 
 Each active path of the architecture is one :class:`dints.space.ops.Cell` holding its one op; a node is the sum of its
 incoming paths. Only what the architecture uses is built: stems for the levels block 0 reads, decoder stages from

@@ -30,7 +30,7 @@ class OpSpec:
     label: str
 
     def cost(self, c_in_over_c_out: float = 1.0) -> float:
-        """Memory cost in units of the op's output tensor size (DESIGN §5).
+        """Memory cost in units of the op's output tensor size (docs/method.md, "Relaxation and losses").
 
         The activations the op keeps for the backward pass beyond its output: skip 0; one convolution
         ``1 + 2*Cin/Cout``; a pseudo-3D pair ``2 + 2*Cin/Cout`` (one more intermediate tensor).

@@ -1,4 +1,5 @@
-"""Continuous relaxation of the DiNTS search space and the search losses (DESIGN §4, §5).
+"""Continuous relaxation of the DiNTS search space and the search losses (docs/method.md,
+"Relaxation and losses").
 
 Everything here is a pure function of the architecture logits:
 
@@ -8,14 +9,15 @@ Everything here is a pure function of the architecture logits:
 A block's *child* is a non-empty subset of its paths (:func:`dints.space.topology.children`). Its probability is the
 product of ``eta`` (path on) and ``1 - eta`` (path off) renormalised over non-empty subsets. The losses are those of
 MONAI's DiNTS search (tutorial and Auto3DSeg): entropy, topology (``TopologySearch.get_topology_entropy``) and the
-memory ratio (``TopologySearch.get_ram_cost_usage``), with the memory in true megabytes (DESIGN §10).
+memory ratio (``TopologySearch.get_ram_cost_usage``), with the memory in true megabytes (docs/method.md, "Where we
+differ").
 
 The memory ratio equals MONAI's only where the channel ladder doubles exactly from level to level, the stem's
 first convolution included (MONAI's ``filter_nums``, ``int(32 * 2**r * channel_mul)`` for r = 0..D: exact for
 ``channel_mul`` 0.5, 0.25, 1, ...). Levels are sized here by the channels they really have, while MONAI pairs each
 level's voxels with the channels of the level above it, which is proportional only when the ladder doubles. At
 ``channel_mul`` 0.2 or 0.3 the truncation (6, 12, 25, 51, 102 channels at 0.2) makes the two ratios differ by up
-to 4e-3 (``tests/test_relax.py`` bounds it over random logits).
+to 4e-3 (``tests/space/test_relax.py`` bounds it over random logits).
 """
 
 from __future__ import annotations
@@ -167,7 +169,8 @@ def pattern_probs(child_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def topology_loss(child_p: torch.Tensor) -> torch.Tensor:
-    """Topology loss: how often consecutive blocks disagree on which nodes are active (DESIGN §5).
+    """Topology loss: how often consecutive blocks disagree on which nodes are active (docs/method.md,
+    "Relaxation and losses").
 
     For every pair of consecutive blocks ``(b, b+1)`` and every node pattern ``n``, the binary cross-entropy between
     "block b's output pattern is n" and "block b+1's input pattern is n", summed over pairs and patterns. Same
@@ -186,7 +189,8 @@ def topology_loss(child_p: torch.Tensor) -> torch.Tensor:
 
 
 def resample_cost(kind: int, c_in: int, c_out: int) -> float:
-    """Memory cost of a path's resampling step in units of its output size (DESIGN §5).
+    """Memory cost of a path's resampling step in units of its output size (docs/method.md,
+    "Relaxation and losses").
 
     Args:
         kind: path kind, -1 (down), 0 (same level) or +1 (up); see :data:`dints.space.topology.DOWN` etc.
@@ -287,13 +291,14 @@ def memory_estimate(
     use_downsample: bool = True,
     tau: float = 1.0,
 ) -> MemoryEstimate:
-    """Expected activation memory of the supernet and its ratio to the full supernet (DESIGN §5).
+    """Expected activation memory of the supernet and its ratio to the full supernet (docs/method.md,
+    "Relaxation and losses").
 
     Each path costs ``(1 + resample + sum_k w_k * c_k) * size(target level)``, weighted by its supernet scale
     (:func:`path_scales`) for ``usage`` and by 1 for ``full``. The ratio equals MONAI's
     ``get_ram_cost_usage() / get_ram_cost_usage(full=True)`` where the channel ladder doubles exactly (see the
     module docstring); the megabytes are those of the real tensors (MONAI's are twice as large with
-    ``use_downsample``, DESIGN §10).
+    ``use_downsample``, docs/method.md, "Where we differ").
 
     Args:
         alpha_a: path logits, shape ``(B, P)``.
@@ -342,7 +347,8 @@ def decoded_memory_ratio(
     """usage/full of a discrete architecture: the cost of its active paths over the cost of every path.
 
     Each path costs ``(1 + resample + op cost) * size(target level)`` with the op the architecture chose for it
-    (DESIGN §5); ``full`` switches every path on with the same ops. This is what ``arch.json``'s ``mem_ratio``
+    (docs/method.md, "Relaxation and losses"); ``full`` switches every path on with the same ops. This is what
+    ``arch.json``'s ``mem_ratio``
     records; :func:`memory_estimate`'s ratio is the search distribution's expectation of it.
 
     Args:

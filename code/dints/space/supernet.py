@@ -1,4 +1,5 @@
-"""The DiNTS supernet: every path of every block, each cell mixing all candidate ops (DESIGN §3, §4).
+"""The DiNTS supernet: every path of every block, each cell mixing all candidate ops (docs/method.md, "Search
+space" and "Relaxation and losses").
 
 Architecture parameters are ``alpha_a`` (B x P path logits) and ``alpha_c`` (B x P x K op logits). In the forward
 pass each path's output is scaled by ``eta / (1 - prod(1 - eta))`` with ``eta = sigmoid(alpha_a / tau)``

@@ -1,4 +1,4 @@
-"""The bilevel search step (DESIGN.md §5): one weight step, then (after warmup) one architecture step.
+"""The bilevel search step (docs/method.md): one weight step, then (after warmup) one architecture step.
 
 First-order and alternating. The weight step trains the supernet's weights on a batch of the weight half with the
 architecture parameters frozen; the architecture step trains ``alpha_a``/``alpha_c`` on a batch of the
@@ -141,18 +141,15 @@ class Architect:
                                  mem_ratio_expected=round(expected, 6), iteration=it, **provenance)
 
     # -------------------------------------------------------------- steps
-    def weight_step(self, batch: dict, it: int, device: torch.device) -> StepResult:
-        """One SGD step on the weights (architecture frozen)."""
-        for g in self.opt_w.param_groups:
-            g["lr"] = self.lr(it)
+    def weight_loss(self, batch: dict, it: int, device: torch.device) -> torch.Tensor:
+        """The weight step's loss on ``batch`` (segmentation), with the weights, and only they, requiring gradients."""
         _set_requires_grad(self.net.arch_parameters(), False)
         _set_requires_grad(self.net.weight_parameters(), True)
-        loss = self._forward_loss(batch, device, self.tau(it))
-        ok = optimise(loss, self.opt_w, self.scaler_w, self.net.weight_parameters(), self.settings.grad_clip)
-        return StepResult(float(loss.detach()), {}, ok)
+        return self._forward_loss(batch, device, self.tau(it))
 
-    def arch_step(self, batch: dict, it: int, device: torch.device) -> StepResult:
-        """One Adam step on ``alpha_a``/``alpha_c`` (weights frozen)."""
+    def arch_loss(self, batch: dict, it: int, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        """The architecture step's loss on ``batch`` and its terms, with the architecture parameters, and only they,
+        requiring gradients (:meth:`arch_step` unfreezes the weights after its backward pass)."""
         s = self.settings
         tau = self.tau(it)
         _set_requires_grad(self.net.weight_parameters(), False)
@@ -161,11 +158,24 @@ class Architect:
         reg = self.arch_regularisers(tau)
         w = ramp(it, s.warmup_iters, s.iters)
         loss = seg + w * (reg["entropy"] + reg["memory"] + s.topology_weight * reg["topology"])
+        terms = {"seg_a": float(seg.detach()), "entropy": float(reg["entropy"].detach()),
+                 "memory": float(reg["memory"].detach()), "topology": float(reg["topology"].detach()),
+                 "mem_ratio": float(reg["mem_ratio"]), "ramp": w, "tau": tau}
+        return loss, terms
+
+    def weight_step(self, batch: dict, it: int, device: torch.device) -> StepResult:
+        """One SGD step on the weights (architecture frozen)."""
+        for g in self.opt_w.param_groups:
+            g["lr"] = self.lr(it)
+        loss = self.weight_loss(batch, it, device)
+        ok = optimise(loss, self.opt_w, self.scaler_w, self.net.weight_parameters(), self.settings.grad_clip)
+        return StepResult(float(loss.detach()), {}, ok)
+
+    def arch_step(self, batch: dict, it: int, device: torch.device) -> StepResult:
+        """One Adam step on ``alpha_a`` and ``alpha_c`` (weights frozen)."""
+        loss, terms = self.arch_loss(batch, it, device)
         ok = optimise(loss, [self.opt_a, self.opt_c], self.scaler_a, self.net.arch_parameters(), grad_clip=0.0)
         _set_requires_grad(self.net.weight_parameters(), True)
-        terms = {"seg_a": float(seg.detach()), "entropy": float(reg["entropy"].detach()),
-                 "memory": float(reg["memory"].detach()),
-                 "topology": float(reg["topology"].detach()), "mem_ratio": float(reg["mem_ratio"]), "ramp": w, "tau": tau}
         return StepResult(float(loss.detach()), terms, ok)
 
     # -------------------------------------------------------------- state

@@ -1,4 +1,5 @@
-"""The segmentation loss of the search and of retraining (DESIGN §5, §7)."""
+"""The segmentation loss of the search and of retraining (docs/method.md, "Relaxation and losses" and
+"The stages")."""
 
 from __future__ import annotations
 

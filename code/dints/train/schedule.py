@@ -1,4 +1,5 @@
-"""Schedules of the search and retraining, as pure functions of the iteration (DESIGN.md §5, §7)."""
+"""Schedules of the search and retraining, as pure functions of the iteration (docs/method.md, "Relaxation and losses"
+and "The stages")."""
 
 from __future__ import annotations
 
