@@ -114,6 +114,19 @@ class Env:
         d.update(change)
         return self.file("arch.json", json.dumps(d))
 
+    def run_with_another_arch(self) -> Path:
+        """A scratch work root whose search run has another arch.json but the finished fold 0's latest.pt (a search
+        redone with other options after a retraining started)."""
+        work = self.tmp / "other"
+        (work / TASK).mkdir(parents=True)
+        shutil.copy(self.work / TASK / "splits.json", work / TASK / "splits.json")
+        (work / RUN / "retrain-fold0").mkdir(parents=True)
+        shutil.copy(self.work / RUN / "retrain-fold0" / "latest.pt", work / RUN / "retrain-fold0" / "latest.pt")
+        d = json.loads((self.work / RUN / "arch.json").read_text())
+        d["arch_code_c"] = [[1, 1, 1, 1], [1, 1, 1, 1]]
+        (work / RUN / "arch.json").write_text(json.dumps(d))
+        return work
+
     def best(self) -> dict:
         return torch.load(self.work / RUN / "retrain-fold0" / "best.pt", weights_only=False)
 
@@ -233,7 +246,7 @@ CASES = [
          lambda e: ["--arch", str(e.file("arch.json", "{"))]),
     Case("arch codes of the wrong shape", "retrain", r"arch\.json: field 'arch_code_a': expected 2 rows of 4, got 1",
          lambda e: ["--arch", str(e.arch(arch_code_a=[[1, 1, 1, 1]]))]),
-    Case("arch node_a inconsistent", "retrain", r"arch\.json: field 'node_a': level \d is (in)?active at boundary \d",
+    Case("arch node_a inconsistent", "retrain", r"arch\.json: field 'node_a': block 0 path 1 reads level 1, which is inactive at boundary 0",
          lambda e: ["--arch", str(e.arch(node_a=[[1, 0], [0, 1], [1, 0]]))]),
     Case("arch op index out of range", "retrain", r"arch\.json: field 'arch_code_c': row 0, column 0: 9 is outside 0\.\.4",
          lambda e: ["--arch", str(e.arch(arch_code_c=[[9, 0, 0, 0], [0, 0, 0, 0]]))]),
@@ -261,6 +274,9 @@ CASES = [
          lambda e: torch.save({**e.best(), "num_classes": 5}, e.tmp / "edited.pt") or
          ["--split", "val", "--checkpoint", str(e.tmp / "edited.pt")]),
     Case("latest.pt of another architecture", "retrain", r"latest\.pt: its 'model' does not fit this run",
+         lambda e: ["--work_root", str(e.run_with_another_arch())]),
+    Case("resume with another --arch", "retrain", r"latest\.pt was written with --arch None but this run has "
+         r".*arch\.json; rerun with the same options, or pass --resume no",
          lambda e: ["--arch", str(e.arch(arch_code_c=[[1, 1, 1, 1], [1, 1, 1, 1]]))]),
     # ---------------------------------------------------------------- msd_size.json and fusing
     Case("msd_size.json missing", "fuse", r"--msd_size: .*none\.json does not exist",

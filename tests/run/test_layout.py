@@ -25,7 +25,6 @@ def test_names_by_hand(tmp_path):
     assert layout.eval_dir(run, "val", 1) == run / "val-fold1" and layout.eval_dir(run, "test", 0) == run / "test-fold0"
     assert (layout.fused_dir(run), layout.final_dir(run)) == (run / "fused", run / "final")
     assert layout.stage_marker(tmp_path, "Task99_Demo", 0.8, "resample") == run / "final_summary.json"
-    assert layout.msd_size_file(tmp_path) == tmp_path / "msd_size.json"
 
 
 def _main_sh(stage: str, work: Path, data: Path, **env) -> subprocess.CompletedProcess:
@@ -72,11 +71,3 @@ def test_shell_drivers_find_finished_runs_whatever_the_spelling_of_mem(tmp_path,
         for line in lines:
             assert line in r.stdout, (stage, r.stdout)
     assert sorted(p.name for p in tmp_path.iterdir()) == [RUN]  # no second run folder
-
-
-@pytest.mark.slow
-def test_layout_cli_prints_what_python_uses(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "dints.run.layout", "retrain", "--work_root", str(tmp_path), "--task",
-                          "T", "--mem", "0.80", "--fold", "2"], capture_output=True, text=True, check=True,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT / "code")))
-    assert out.stdout.strip() == str(layout.retrain_dir(layout.search_dir(tmp_path, "T", 0.8), 2) / "summary.json")

@@ -1,1 +1,2 @@
-"""Run set-up shared by every stage: typed settings, the run layout, start-up checks, processes, logs."""
+"""Run set-up shared by every stage: typed settings, the run layout, processes, locks, signals, fault injection,
+logs."""

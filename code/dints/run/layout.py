@@ -1,7 +1,6 @@
 """The run layout: every run-folder and file name of the pipeline, spelled once.
 
     <work_root>/<task>/                                 splits.json, labels_checked.json, cache/
-    <work_root>/msd_size.json                           original image sizes (stage 6)
     <work_root>/search-bilevel-ent-mem<MEM>-<task>/     stage 1 (the name the authors' published code uses; MEM as
                                                         %g: 0.80 -> 0.8): arch.json, arch.pth, arch_<iter>.json,
                                                         latest.pt, metrics.csv, summary.json, search.log, tb/,
@@ -10,18 +9,16 @@
         val-fold<k>/  test-fold<k>/                     stages 3, 4
         fused/  final/  final_summary.json              stages 5, 6
 
-The shell drivers ask this module for paths (``python -m dints.run.layout KIND --work_root W --task T --mem M
-[--fold K]`` prints one), so Python and shell can never disagree on a name. Importing it loads nothing heavy.
+The shell drivers never spell a path: ``python code/config.py status`` resolves the options as a stage would and asks
+this module, so Python and shell can never disagree on a name. Importing it loads nothing heavy.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 #: Stage summaries: a stage whose summary exists is finished (the drivers skip it).
 SUMMARY = "summary.json"
-MSD_SIZE = "msd_size.json"
 FINAL_SUMMARY = "final_summary.json"
 #: Files of a search run folder.
 ARCH = "arch.json"
@@ -93,11 +90,6 @@ def best_checkpoint(run: Path, fold: int) -> Path:
     return retrain_dir(run, fold) / BEST
 
 
-def msd_size_file(work_root: str | Path) -> Path:
-    """``<work_root>/msd_size.json``, stage 6's default table of original sizes."""
-    return Path(work_root) / MSD_SIZE
-
-
 def stage_marker(work_root: str | Path, task: str, mem: float, kind: str, fold: int | None = None) -> Path:
     """The file whose existence means a stage (for a fold) is finished.
 
@@ -116,28 +108,3 @@ def stage_marker(work_root: str | Path, task: str, mem: float, kind: str, fold: 
         "fuse": lambda: fused_dir(run) / SUMMARY,
         "resample": lambda: run / FINAL_SUMMARY,
     }[kind]()
-
-
-KINDS = ("run", "search", "retrain", "val", "test", "fuse", "resample", "msd_size")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Print one path of the layout (for the shell drivers)."""
-    p = argparse.ArgumentParser(prog="python -m dints.run.layout", description=main.__doc__)
-    p.add_argument("kind", choices=KINDS, help="run: the search run folder; msd_size: the default size table; "
-                                               "otherwise the file that marks that stage finished")
-    p.add_argument("--work_root", required=True)
-    p.add_argument("--task", default="")
-    p.add_argument("--mem", type=float, default=0.8)
-    p.add_argument("--fold", type=int, default=None)
-    a = p.parse_args(argv)
-    if a.kind == "run":
-        print(search_dir(a.work_root, a.task, a.mem))
-    elif a.kind == "msd_size":
-        print(msd_size_file(a.work_root))
-    else:
-        print(stage_marker(a.work_root, a.task, a.mem, a.kind, a.fold))
-
-
-if __name__ == "__main__":
-    main()
