@@ -34,6 +34,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "code"))
+from dints.io import load_torch  # noqa: E402
 from dints.run import layout  # noqa: E402
 from dints.run.profiling import saved_activation_mb  # noqa: E402
 from dints.space.supernet import SuperNet  # noqa: E402
@@ -61,7 +62,7 @@ def step_activation_mb(run: Path, path_num: int | None, draws: int = 20) -> floa
     torch.manual_seed(0)
     net = SuperNet(cfg["in_channels"], cfg["num_classes"], cfg["blocks"], cfg["levels"], cfg["channel_mul"],
                    cfg["opset"], cfg["cellop"], bool(cfg["use_downsample"]))
-    state = torch.load(run / layout.LATEST, map_location="cpu", weights_only=False)["model"]
+    state = load_torch(run / layout.LATEST)["model"]
     net.load_state_dict(state)
     x = torch.randn(cfg["batch_size"] * cfg["num_samples"], cfg["in_channels"], *cfg["patch_size"])
     if path_num is None:

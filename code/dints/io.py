@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves a half-written result behind."""
+"""Files in and out: atomic writes (a crash or Ctrl-C never leaves a half-written result behind) and the one way the
+project reads a torch file (weights only: loading a file never runs code from it)."""
 
 from __future__ import annotations
 
@@ -75,10 +76,54 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def save_torch(path: str | Path, obj: Any, keep: str | Path | None = None) -> Path:
-    """``torch.save`` ``obj`` atomically (checkpoints); ``keep``: see :func:`atomic_write`."""
+    """``torch.save`` ``obj`` atomically (checkpoints); ``keep``: see :func:`atomic_write`.
+
+    What the project saves holds only what :func:`load_torch` reads back without an allowlist: tensors, dicts, lists,
+    tuples, numbers, strings, booleans and None.
+    """
     import torch
 
     return atomic_write(path, lambda tmp: torch.save(obj, tmp), keep=keep)
+
+
+def numpy_array_globals() -> list[Any]:
+    """The project's one allowlist for weights-only loads: what a dict of numpy arrays pickles to (the arch-code files
+    of MONAI's DiNTS tutorial hold numpy arrays). Arrays and their dtypes only: nothing that runs code. Files written
+    with numpy 1.x name the module ``numpy.core``."""
+    import numpy as np
+
+    reconstruct = np._core.multiarray._reconstruct
+    scalar = np._core.multiarray.scalar
+    dtypes = [type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
+                                         np.float16, np.float32, np.float64)]
+    return [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), scalar,
+            (scalar, "numpy.core.multiarray.scalar"), np.ndarray, np.dtype, *dtypes]
+
+
+def refusal(exc: BaseException) -> str | None:
+    """The object a weights-only load refused to build, from its error (``posix.system``, say); None when the error
+    is another (a file that is no pickle at all)."""
+    import re
+
+    found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(exc))
+    return found.group(1) if found else None
+
+
+def load_torch(path: str | Path, numpy_arrays: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True`` onto the CPU: the unpickler builds tensors and plain containers only,
+    so a file crafted to run code on loading (a ``__reduce__`` payload) is refused before anything in it runs.
+
+    Args:
+        numpy_arrays: also admit numpy arrays (:func:`numpy_array_globals`; MONAI's arch-code files).
+
+    Raises:
+        pickle.UnpicklingError: the file holds other objects (torch names them in the message).
+        Exception: what ``torch.load`` raises for a missing, truncated or foreign file.
+    """
+    import torch
+
+    with torch.serialization.safe_globals(numpy_array_globals() if numpy_arrays else []):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def write_csv(path: str | Path, rows: list[dict]) -> Path | None:

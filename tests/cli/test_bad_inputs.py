@@ -128,7 +128,7 @@ class Env:
         return work
 
     def best(self) -> dict:
-        return torch.load(self.work / RUN / "retrain-fold0" / "best.pt", weights_only=False)
+        return torch.load(self.work / RUN / "retrain-fold0" / "best.pt", weights_only=True)
 
     def model_of(self, **counts) -> dict:
         """best.pt as if trained on a task with other channel/class counts (a consistent checkpoint)."""
@@ -349,7 +349,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(finished, demo_roo
     assert "cannot write" in r.error_lines[0] and "latest.pt: No space left on device; the previous latest.pt is " \
            "kept; free some space and rerun the same command" in r.error_lines[0]
     fold = work / RUN / "retrain-fold1"
-    assert torch.load(fold / "latest.pt", weights_only=False)["iteration"] == 2
+    assert torch.load(fold / "latest.pt", weights_only=True)["iteration"] == 2
     assert not list(fold.glob(".*.tmp"))
     r = stages.run("retrain", argv, capfd)
     assert r.code == 0, r.err[-3000:]
@@ -397,7 +397,7 @@ def test_a_non_finite_loss_is_skipped_with_a_warning(finished, demo_root, tmp_pa
     assert [took for took, _, _ in steps] == [True] * 3 + [False] + [True] * 4  # iterations 0-7: the fourth skipped
     for took, before, after in steps:  # the skipped step leaves every weight as it was; the others move them
         assert all(torch.equal(a, b) for a, b in zip(before, after)) == (not took)
-    state = torch.load(work / RUN / "retrain-fold1" / "best.pt", weights_only=False)
+    state = torch.load(work / RUN / "retrain-fold1" / "best.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
@@ -413,7 +413,7 @@ def test_repeated_non_finite_losses_stop_with_a_checkpoint_from_before(finished,
     assert r.code == 2 and len(r.error_lines) == 1 and "Traceback" not in r.err
     assert "the loss was not finite for 10 consecutive iterations (last 12)" in r.error_lines[0]
     assert "latest.pt holds iteration 2, from before the fault" in r.error_lines[0]
-    state = torch.load(work / RUN / "retrain-fold1" / "latest.pt", weights_only=False)
+    state = torch.load(work / RUN / "retrain-fold1" / "latest.pt", weights_only=True)
     assert state["iteration"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 

@@ -95,7 +95,7 @@ def test_sigterm_on_one_rank_stops_every_rank_at_one_checkpoint(launcher, demo_r
     r = _main_sh("1", demo_root, work, expect=75, NGPU="2", LAUNCHER=launcher, DINTS_FAULT="term-iter:5:1")
     assert "[main] stage 1 (search) was interrupted" in r.stderr
     assert "interrupted by SIGTERM" in r.stderr and "holds iteration 6 of 8" in r.stderr
-    assert torch.load(work / RUN / "latest.pt", weights_only=False)["iteration"] == 6
+    assert torch.load(work / RUN / "latest.pt", weights_only=True)["iteration"] == 6
     r = _main_sh("1", demo_root, work, NGPU="2", LAUNCHER=launcher)
     assert "resumed from" in r.stderr and "at iteration 6" in r.stderr
     s = json.loads((work / RUN / "summary.json").read_text())
@@ -119,12 +119,12 @@ def test_every_stage_on_two_processes(launcher, demo_root, tmp_path):
     from dints.space.network import DiscreteNet
     from dints.space.supernet import SuperNet
 
-    search = torch.load(run / "latest.pt", weights_only=False)
+    search = torch.load(run / "latest.pt", weights_only=True)
     c = json.loads((run / "config_search.json").read_text())["config"]
     torch.manual_seed(c["seed"])
     start = SuperNet(1, 3, c["blocks"], c["levels"], c["channel_mul"]).state_dict()
     assert not torch.equal(search["model"]["alpha_a"], start["alpha_a"])
-    retrained = torch.load(run / "retrain-fold0" / "latest.pt", weights_only=False)
+    retrained = torch.load(run / "retrain-fold0" / "latest.pt", weights_only=True)
     torch.manual_seed(c["seed"])
     start = DiscreteNet(Arch.from_dict(retrained["arch"]), 1, 3, retrained["channel_mul"]).state_dict()
     moved = [k for k, v in start.items() if v.is_floating_point() and not torch.equal(v, retrained["model"][k])]
@@ -149,7 +149,7 @@ def test_every_stage_on_two_processes(launcher, demo_root, tmp_path):
 
 # ----------------------------------------------------------------------------- one step, validation
 def _compare_steps(one_file: Path, two_file: Path) -> None:
-    one, two = torch.load(one_file), torch.load(two_file)
+    one, two = torch.load(one_file, weights_only=True), torch.load(two_file, weights_only=True)
     assert one["final"].keys() == two["final"].keys()
     for k in one["initial"]:
         assert torch.equal(one["initial"][k], two["initial"][k]), k  # the same start
@@ -238,7 +238,7 @@ def test_a_killed_rank_stops_the_run_and_a_rerun_resumes(launcher, demo_root, tm
     assert p.returncode != 0 and time.time() - t1 < 120
     named = {"horovod": "Process name: 1", "torch": "rank      : 1"}[launcher]
     assert named in out, out[-3000:]
-    saved = torch.load(work / RUN / "latest.pt", weights_only=False)["iteration"]
+    saved = torch.load(work / RUN / "latest.pt", weights_only=True)["iteration"]
     again = _run(_launch(launcher, 2, *_search_args(demo_root, work, 150)))
     assert f"resumed from {work / RUN / 'latest.pt'} at iteration {saved}" in again.stdout + again.stderr
     s = json.loads((work / RUN / "summary.json").read_text())

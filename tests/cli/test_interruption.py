@@ -43,7 +43,7 @@ def outputs(work: Path) -> dict[str, object]:
     """What a finished run delivers, comparable across runs (weights as tensors, everything else as bytes)."""
     run = work / RUN
     out: dict[str, object] = {"arch.json": (run / "arch.json").read_bytes()}
-    best = torch.load(run / "retrain-fold0" / "best.pt", weights_only=False)
+    best = torch.load(run / "retrain-fold0" / "best.pt", weights_only=True)
     out["best.pt"] = best["model"]
     out["best.pt iteration"] = best["iteration"]
     for sub in ("val-fold0", "test-fold0", "fused", "final"):
@@ -113,7 +113,7 @@ def saved_iteration(work: Path, what: str) -> tuple[Path, int] | None:
     rel = LATEST.get(what.split(":")[0])
     if rel is None or not (work / rel).is_file():
         return None
-    return work / rel, torch.load(work / rel, weights_only=False)["iteration"]
+    return work / rel, torch.load(work / rel, weights_only=True)["iteration"]
 
 
 def test_main_sh_interrupted_at_every_stage_gives_the_uninterrupted_outputs(reference, demo_root, tmp_path):
@@ -177,10 +177,10 @@ def test_a_second_signal_during_the_stop_checkpoint_is_noted_not_obeyed(referenc
     print(r.stderr.splitlines()[-3:])
     assert r.returncode == 75, r.stderr[-3000:]
     assert "already stopping (writing the checkpoint)" in r.stderr and "holds iteration 3 of 8" in r.stderr
-    assert torch.load(fold / "latest.pt", weights_only=False)["iteration"] == 3 and not list(fold.glob(".*.tmp"))
+    assert torch.load(fold / "latest.pt", weights_only=True)["iteration"] == 3 and not list(fold.glob(".*.tmp"))
     r = main_sh(work, demo_root, stage="2")
     assert r.returncode == 0 and f"resumed from {fold / 'latest.pt'} at iteration 3" in r.stderr, r.stderr[-3000:]
-    best = torch.load(fold / "best.pt", weights_only=False)["model"]
+    best = torch.load(fold / "best.pt", weights_only=True)["model"]
     assert all(torch.equal(best[k], v) for k, v in reference["outputs"]["best.pt"].items())
 
 
@@ -202,11 +202,11 @@ def test_sigterm_to_main_sh_reaches_the_stage(reference, demo_root, tmp_path):
     print(err.splitlines()[-2:])
     assert proc.returncode == 75, out[-2000:] + err[-3000:]
     assert "[main] stage 2 (retrain) was interrupted" in err and "interrupted by SIGTERM" in err
-    it = torch.load(fold / "latest.pt", weights_only=False)["iteration"]
+    it = torch.load(fold / "latest.pt", weights_only=True)["iteration"]
     assert f"holds iteration {it} of 400" in err and 0 < it < 400
     r = main_sh(work, demo_root, stage="2", fault=f"term-iter:{it + 2}", EXTRA_ARGS=" ".join([*FAST, "--iters", "400"]))
     assert r.returncode == 75 and f"resumed from {fold / 'latest.pt'} at iteration {it}" in r.stderr, r.stderr[-3000:]
-    assert torch.load(fold / "latest.pt", weights_only=False)["iteration"] == it + 3
+    assert torch.load(fold / "latest.pt", weights_only=True)["iteration"] == it + 3
 
 
 def test_unreadable_latest_falls_back_to_the_previous_checkpoint(reference, demo_root, tmp_path):
@@ -218,7 +218,7 @@ def test_unreadable_latest_falls_back_to_the_previous_checkpoint(reference, demo
     for name in ("summary.json", "best.pt"):
         (fold / name).unlink()
     latest, prev = fold / "latest.pt", fold / "latest.prev.pt"
-    assert torch.load(prev, weights_only=False)["iteration"] == 6
+    assert torch.load(prev, weights_only=True)["iteration"] == 6
     latest.write_bytes(latest.read_bytes()[:1000])
     args = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--data_root", str(demo_root), "--task", TASK,
             "--work_root", str(work), *FAST]
@@ -229,7 +229,7 @@ def test_unreadable_latest_falls_back_to_the_previous_checkpoint(reference, demo
     warning = [ln for ln in r.stderr.splitlines() if "resuming from the previous checkpoint" in ln]
     print(warning)
     assert warning and "latest.pt cannot be read" in warning[0] and "(iteration 6)" in warning[0]
-    best = torch.load(fold / "best.pt", weights_only=False)["model"]
+    best = torch.load(fold / "best.pt", weights_only=True)["model"]
     ref = reference["outputs"]["best.pt"]
     assert all(torch.equal(best[k], ref[k]) for k in ref)
 

@@ -60,8 +60,8 @@ def test_final_files_match_original_images(pipeline, demo_root):
 def test_retrain_checkpoints(pipeline):
     _, run, _ = pipeline
     arch = json.loads((run / "arch.json").read_text())
-    best = torch.load(run / "retrain-fold0" / "best.pt", weights_only=False)
-    latest = torch.load(run / "retrain-fold0" / "latest.pt", weights_only=False)
+    best = torch.load(run / "retrain-fold0" / "best.pt", weights_only=True)
+    latest = torch.load(run / "retrain-fold0" / "latest.pt", weights_only=True)
     assert latest["iteration"] == 8 and best["iteration"] in (4, 8)
     assert best["channel_mul"] == 2 * arch["channel_mul"]  # retraining doubles the search's channels
     assert best["arch"]["arch_code_a"] == arch["arch_code_a"]

@@ -48,7 +48,7 @@ def test_short_search_writes_outputs(tiny_args, tmp_path):
     assert rows[0].startswith("iteration,val_dice,mem_ratio,mem_ratio_expected") and len(rows) == 3
     cfg = json.loads((out / "config_search.json").read_text())["config"]
     assert cfg["iters"] == 8 and cfg["num_classes"] == 3
-    state = torch.load(out / "latest.pt", weights_only=False)
+    state = torch.load(out / "latest.pt", weights_only=True)
     assert state["iteration"] == 8 and not any(k.startswith("module.") for k in state["model"])
     assert {"architect", "w_loader", "a_loader", "rng", "path_gen", "path_inclusion", "config"} <= set(state)
 
@@ -103,7 +103,7 @@ def test_kill_9_and_rerun_gives_the_same_architecture(tiny_args, tmp_path, mode)
     killed_at = None
     while time.time() < deadline and proc.poll() is None:
         if latest.is_file():
-            it = torch.load(latest, weights_only=False)["iteration"]
+            it = torch.load(latest, weights_only=True)["iteration"]
             if it >= 6:  # past warmup: architecture parameters and Adam state are in flight
                 proc.send_signal(signal.SIGKILL)
                 killed_at = it

@@ -19,9 +19,11 @@ _modules: dict[str, object] = {}
 
 
 def module(script: str):
-    """``code/<script>.py`` as a module (loaded once, under a name that cannot clash with ``test``)."""
+    """``code/<script>.py`` (or ``<script>.py`` when it names a folder, e.g. ``scripts/export_model``) as a module,
+    loaded once, under a name that cannot clash with ``test``."""
     if script not in _modules:
-        spec = importlib.util.spec_from_file_location(f"stage_{script}", ROOT / "code" / f"{script}.py")
+        path = ROOT / f"{script}.py" if "/" in script else ROOT / "code" / f"{script}.py"
+        spec = importlib.util.spec_from_file_location(f"stage_{script.replace('/', '_')}", path)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         _modules[script] = mod
@@ -46,7 +48,7 @@ def run(script: str, argv: list[str], capfd, env: dict[str, str] | None = None) 
     mod = module(script)
     old_argv, old_env = sys.argv, dict(os.environ)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    sys.argv = [f"{script}.py", *argv]
+    sys.argv = [f"{Path(script).name}.py", *argv]
     os.environ.update(env or {})
     capfd.readouterr()
     faults._counts.clear()

@@ -42,8 +42,8 @@ def test_schedule_best_and_checkpoints(tmp_path):
     assert steps == list(range(6))
     assert [r["iteration"] for r in loop.history] == [2, 4, 6]
     assert (loop.best, loop.best_iteration) == (0.5000001, 4)
-    best = torch.load(tmp_path / "best.pt", weights_only=False)
-    latest = torch.load(tmp_path / "latest.pt", weights_only=False)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    latest = torch.load(tmp_path / "latest.pt", weights_only=True)
     assert best["iteration"] == 4 and best["kind"] == "toy" and best["config"] == {"lr": 0.1}
     assert latest["iteration"] == 6 and torch.equal(latest["model"]["weight"], net.weight.detach())
     assert (tmp_path / "metrics.csv").read_text().splitlines()[0] == "iteration,val_dice"

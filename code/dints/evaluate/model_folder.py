@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import platform
 import shutil
+import stat
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from torch.export import Dim, export
 
 from dints.data.msd import Task
 from dints.errors import UserError
-from dints.io import atomic_write, save_torch, write_json
+from dints.io import atomic_write, load_torch, refusal, save_torch, write_json
 from dints.run import dist
 from dints.run.settings import PREPROCESSING_KEYS, DataSettings, InferSettings
 from dints.space.archfile import Arch, load_arch, save_arch
@@ -230,26 +232,97 @@ class ModelFolder:
         out = {}
         for k in folds:
             path = self.root / f"fold{k}.pt"
-            weights = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                weights = load_torch(path)  # weights only: nothing in the file runs
+            except pickle.UnpicklingError as exc:
+                if refusal(exc) is None:
+                    raise UserError(f"{path}: not a torch file") from None
+                raise UserError(f"{path}: holds objects a weights-only load refuses ({refusal(exc)}): not a fold's "
+                                "weights, and nothing in it was run") from None
             out[k] = network(self.arch, self.meta["in_channels"], self.meta["num_classes"], self.meta["channel_mul"],
                              weights, path).to(device)
         return out
 
 
+#: Bounds on what a model zip may unpack to: a multiple of the zip's own size (weights barely compress, so a real
+#: model folder unpacks to little more than its zip) and an absolute cap. A zip bomb is refused before it is unpacked.
+MAX_UNPACKED_RATIO = 10
+MAX_UNPACKED_BYTES = 32 * 1024**3
+
+
+def check_archive(zip_path: Path, z: zipfile.ZipFile) -> str:
+    """The one top folder of a model zip, after checking every member before anything is unpacked.
+
+    Refused: a member with an absolute path, a ``..`` component, or a name outside the one top folder; a symbolic
+    link or any member that is neither a file nor that folder; a file not listed in the zip's ``MANIFEST.sha256``
+    (which must be there); a total unpacked size over :data:`MAX_UNPACKED_RATIO` times the zip's size or over
+    :data:`MAX_UNPACKED_BYTES`.
+
+    Raises:
+        UserError: one line naming the zip and the member at fault.
+    """
+    infos = z.infolist()
+    for info in infos:  # first what could reach outside the target folder, whatever else is wrong
+        parts = info.filename.replace("\\", "/").rstrip("/").split("/")
+        if info.filename.startswith(("/", "\\")) or (len(parts[0]) > 1 and parts[0][1] == ":"):
+            raise UserError(f"{zip_path}: member {info.filename!r} has an absolute path; refused before unpacking")
+        if ".." in parts or "." in parts or "" in parts:
+            raise UserError(f"{zip_path}: member {info.filename!r} has a '..' or empty path component; refused "
+                            "before unpacking")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise UserError(f"{zip_path}: member {info.filename!r} is a symbolic link; refused before unpacking")
+    tops = {i.filename.replace("\\", "/").split("/", 1)[0] for i in infos}
+    if len(tops) != 1:
+        raise UserError(f"{zip_path}: expected one model folder inside, found {sorted(tops)}")
+    top = tops.pop()
+    files = {}
+    for info in infos:
+        parts = info.filename.replace("\\", "/").rstrip("/").split("/")
+        if info.is_dir():
+            if parts != [top]:
+                raise UserError(f"{zip_path}: member {info.filename!r} is a folder inside the model folder; a model "
+                                "folder holds files only")
+            continue
+        kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip records no file type
+        if len(parts) != 2 or kind not in (0, stat.S_IFREG):
+            raise UserError(f"{zip_path}: member {info.filename!r} is not a file of the model folder {top}/")
+        files[parts[1]] = info
+    if MANIFEST not in files:
+        raise UserError(f"{zip_path}: {top}/{MANIFEST} is missing; a model zip lists every file with its checksum")
+    listed = {line.split(None, 1)[1].strip() for line in
+              z.read(files[MANIFEST]).decode("utf-8", "replace").splitlines() if len(line.split(None, 1)) == 2}
+    unlisted = sorted(set(files) - listed - {MANIFEST})
+    if unlisted:
+        raise UserError(f"{zip_path}: {top}/{unlisted[0]} is not listed in {MANIFEST}; refused before unpacking")
+    total = sum(i.file_size for i in files.values())
+    bound = min(MAX_UNPACKED_RATIO * zip_path.stat().st_size, MAX_UNPACKED_BYTES)
+    if total > bound:
+        raise UserError(f"{zip_path}: unpacks to {total} bytes, more than {MAX_UNPACKED_RATIO}x its size (or "
+                        f"{MAX_UNPACKED_BYTES // 1024**3} GiB); refused as a possible zip bomb before unpacking")
+    return top
+
+
 def _extract(zip_path: Path) -> Path:
     """Unpack a model zip once into ``<zip dir>/.<zip name>.<digest>/`` (named by the zip's contents, so another zip
-    never reuses it), atomically, on rank 0; the other ranks wait and use it."""
+    never reuses it), atomically, on rank 0, after :func:`check_archive`; the other ranks wait and use it."""
     def unpack() -> Path:
         target = zip_path.parent / f".{zip_path.stem}.{_sha256(zip_path)[:12]}"
-        with zipfile.ZipFile(zip_path) as z:
-            tops = {n.split("/", 1)[0] for n in z.namelist()}
-            if len(tops) != 1:
-                raise UserError(f"{zip_path}: expected one model folder inside, found {sorted(tops)}")
-            folder = target / tops.pop()
+        try:
+            z = zipfile.ZipFile(zip_path)
+        except zipfile.BadZipFile as exc:
+            raise UserError(f"{zip_path}: not a zip file ({exc})") from None
+        with z:
+            top = check_archive(zip_path, z)
+            folder = target / top
             if not folder.is_dir():
                 tmp = target.with_name(target.name + ".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
-                z.extractall(tmp)
+                for info in z.infolist():  # only checked members, each to its checked place
+                    if not info.is_dir():
+                        dest = tmp / top / info.filename.replace("\\", "/").split("/", 1)[1]
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        with z.open(info) as src, open(dest, "wb") as out:
+                            shutil.copyfileobj(src, out)
                 shutil.rmtree(target, ignore_errors=True)
                 tmp.rename(target)
         return folder

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from dints.errors import ArchError
-from dints.io import atomic_write
+from dints.io import atomic_write, load_torch, refusal
 from dints.space import topology
 from dints.space.decode import Decoded
 from dints.space.opsets import OPSETS, opset_ops
@@ -297,24 +298,6 @@ def read_arch(path: str | os.PathLike[str]) -> Arch:
     return load_arch(path)
 
 
-def _numpy_safe_globals() -> list[Any]:
-    # What a dict of numpy arrays pickles to; allowing exactly these keeps torch.load in weights_only mode, which
-    # never runs arbitrary code from the file. Files written with numpy 1.x name the module ``numpy.core``.
-    reconstruct = np._core.multiarray._reconstruct
-    scalar = np._core.multiarray.scalar
-    dtypes = [type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
-                                         np.float16, np.float32, np.float64)]
-    return [
-        reconstruct,
-        (reconstruct, "numpy.core.multiarray._reconstruct"),
-        scalar,
-        (scalar, "numpy.core.multiarray.scalar"),
-        np.ndarray,
-        np.dtype,
-        *dtypes,
-    ]
-
-
 def _to_array(value: Any, source: str, name: str) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
@@ -360,11 +343,15 @@ def import_monai_arch(
     path = Path(path)
     source = str(path)
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            data = torch.load(path, map_location="cpu", weights_only=True)
+        data = load_torch(path, numpy_arrays=True)  # weights only: nothing in the file runs
     except OSError as err:
         raise ArchError(f"{source}: cannot read arch-code file: {err.strerror or err}") from None
-    except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or unsafe files
+    except pickle.UnpicklingError as err:
+        if refusal(err) is None:
+            raise ArchError(f"{source}: not a loadable arch-code file (not a torch file)") from None
+        raise ArchError(f"{source}: holds objects a weights-only load refuses ({refusal(err)}): not an arch-code "
+                        "file, and nothing in it was run") from None
+    except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt files
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ArchError(f"{source}: not a loadable arch-code file ({first})") from None
     if not isinstance(data, dict):

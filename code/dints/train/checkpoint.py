@@ -1,8 +1,14 @@
 """Checkpoints holding a run's full state: model, optimisers, scalers, iteration, RNG states, data
-stream positions, best metric, configuration. Written atomically; loaded with one clear error when unusable."""
+stream positions, best metric, configuration. Written atomically; loaded with one clear error when unusable.
+
+A checkpoint holds tensors and plain values only (the numpy random state is stored as a tensor), so it is read back
+with a weights-only load (:func:`dints.io.load_torch`): a checkpoint from someone else can be resumed, tested or
+exported without any code in it running. A file holding anything else is refused before it runs.
+"""
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -11,12 +17,14 @@ import numpy as np
 import torch
 
 from dints.errors import UserError
-from dints.io import save_torch
+from dints.io import load_torch, refusal, save_torch
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, numpy, torch (and CUDA) random states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, numpy, torch (and CUDA) random states, in types a weights-only load reads back."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -25,7 +33,8 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` captured."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -55,20 +64,34 @@ def save(path: str | Path, keep_previous: bool = False, **state: Any) -> Path:
     return save_torch(path, out, keep=previous(path) if keep_previous else None)
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu", required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save`.
+class UnsafeCheckpoint(UserError):
+    """A file holding objects a weights-only load refuses: crafted to run code, or written by an older version of
+    this program (whose checkpoints held a numpy random state). Nothing in it has run."""
+
+
+def load(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save`, weights only, onto the CPU.
 
     Args:
         required: keys the checkpoint must hold.
 
     Raises:
+        UnsafeCheckpoint: the file holds objects a weights-only load refuses (naming it; nothing in it ran).
         UserError: the file is missing, unreadable or not such a checkpoint (naming it).
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = load_torch(path)
+    except pickle.UnpicklingError as exc:
+        if refusal(exc) is None:
+            raise UserError(f"checkpoint {path} cannot be read (not a torch file)") from None
+        if "numpy" in str(exc):
+            raise UnsafeCheckpoint(f"checkpoint {path} was written by an older version of this program (it holds "
+                                   "numpy objects, which a weights-only load refuses)") from None
+        raise UnsafeCheckpoint(f"checkpoint {path} holds objects a weights-only load refuses ({refusal(exc)}): it "
+                               "was not written by this program, and nothing in it was run") from None
     except Exception as exc:  # truncated or foreign file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise UserError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}: {first})") from None
@@ -129,6 +152,8 @@ def load_for_resume(path: Path, resume: str, current: dict[str, Any], keys: list
         return None
     try:
         state = load(path, required=REQUIRED_KEYS)
+    except UnsafeCheckpoint as exc:  # never fall back past a file that may be an attack, nor start afresh silently
+        raise UserError(f"{exc}; move it away, or pass --resume no to start afresh") from None
     except UserError as exc:
         try:
             state = load(prev, required=REQUIRED_KEYS)
