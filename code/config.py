@@ -151,8 +151,8 @@ def build_parser(stage: str, prog: str | None = None, description: str | None = 
     g.add_argument("--sw_batch_size", type=int, default=2, help="windows per sliding-window batch")
     g.add_argument("--tta", type=int, default=0, choices=[0, 1], help="flip test-time augmentation")
     g.add_argument("--save_val", type=int, default=0, choices=[0, 1],
-                   help="test.py --split val: also write each case's labels (<case>.nii.gz, original grid) and "
-                        "probabilities (<case>.npz); scripts/choose_postprocessing.py reads the labels")
+                   help="test.py --split val: also write each case's probabilities (<case>.npz) beside its label map "
+                        "(<case>.nii.gz, original grid, always written)")
     g.add_argument("--arch", type=str, default=None, help="architecture file (arch.json or a MONAI .pth); default: the search run's arch.json")
     g.add_argument("--checkpoint", type=str, default=None, help="model checkpoint to test (default: the fold's best.pt)")
     g.add_argument("--folds", type=int, nargs="+", default=None, help="fuse.py: folds to fuse (default 0..num_folds-1)")

@@ -4,7 +4,8 @@
 #
 #   bash code/main.sh N [N ...]   N = 1 search, 2 retrain, 3 test on validation, 4 inference on test data,
 #                                 5 fuse the folds, 6 resample to the original images (several: in the order given)
-#   bash code/main.sh all         every stage, in order, then the report
+#   bash code/main.sh all         every stage, in order, then the report (printed, report.md, and the results
+#                                 page report/index.html in the run folder)
 #
 # Settings are environment variables (code/common.sh lists them with their defaults), e.g.
 #   TASKS=Task99_Demo PRESET=configs/tiny.yaml DATA_ROOT=data WORK_ROOT=work bash code/main.sh all
@@ -17,7 +18,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 case "${1:-}" in
   -h|--help) usage; exit 0 ;;
   "") usage >&2; exit 2 ;;
@@ -47,7 +48,7 @@ if [ "$*" = all ]; then
   for n in 1 2 3 4 5 6; do run_stage "$n"; done
   for task in $TASKS; do
     # shellcheck disable=SC2046
-    "$PYTHON" "$HERE/report.py" $(common_args "$task") $(folds_arg)
+    "$PYTHON" "$HERE/report.py" $(common_args "$task") $(folds_arg) --html
   done
   exit 0
 fi

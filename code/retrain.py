@@ -5,8 +5,9 @@
 
 Reads ``<search run>/arch.json`` (or ``--arch`` FILE, arch.json or a MONAI .pth) and writes
 ``<search run>/retrain-fold<k>/``: ``config_retrain.json``, ``retrain.log``, TensorBoard events (``tb/``),
-``metrics.csv``, ``best.pt`` (best mean foreground validation Dice) and ``latest.pt`` (full state; rerunning the
-command resumes from it).
+``metrics.csv`` (per validation: Dice and the mean training loss), ``progress.png`` (training loss, validation Dice
+and learning rate, redrawn at each validation), ``best.pt`` (best mean foreground validation Dice) and ``latest.pt``
+(full state; rerunning the command resumes from it).
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from config import load_config, resolve_task, to_dict, where
 from dints.data.loader import train_loader, val_loader
 from dints.errors import ConfigError
 from dints.pipeline.cli import cli_main
-from dints.pipeline.records import RECORD_KEYS
 from dints.evaluate.validation import validate
 from dints.io import write_json
 from dints.run import dist, layout
-from dints.run.settings import DataSettings, InferSettings, LoopSettings
+from dints.run.settings import RECORD_KEYS, DataSettings, InferSettings, LoopSettings
 from dints.pipeline.stage import check_patch, init_processes, prepare
 from dints.space import network_memory
 from dints.space.archfile import read_arch
@@ -31,6 +31,7 @@ from dints.space.network import DiscreteNet, retrain_channel_mul
 from dints.train.losses import seg_loss_fn
 from dints.train.modelfile import retrain_facts
 from dints.train.optim import optimise
+from dints.train.progress import plot_retraining
 from dints.train.runloop import RunLoop, Step, Validation
 from dints.train.schedule import step_lr
 
@@ -90,7 +91,9 @@ def run_retrain(cfg) -> Path:
 
     loop = RunLoop(f"retrain fold {cfg.fold}", out, LoopSettings.from_options(cfg), log, to_dict(cfg),
                    hint="lower --base_lr", objects={"model": net, "optimizer": opt, "scaler": scaler, "loader": loader},
-                   keep_best=True)
+                   keep_best=True, progress=lambda path, trace, history: plot_retraining(
+                       path, trace, history, f"{cfg.task}: retraining fold {cfg.fold}",
+                       [task.labels[c] for c in range(1, cfg.num_classes)]))
     loop.resume(cfg.resume, RESUME_KEYS)
     ctx.record_config()
 
@@ -105,7 +108,8 @@ def run_retrain(cfg) -> Path:
         loss = loss_fn(logits.float(), y)
         ok = optimise(loss, opt, scaler, list(net.parameters()), cfg.grad_clip)
         value = float(loss.detach())
-        return Step(ok, {"loss/seg": value, "lr": lr}, {"loss": f"{value:.3f}", "best": f"{max(loop.best, 0):.3f}"})
+        return Step(ok, {"loss/seg": value, "lr": lr}, {"loss": f"{value:.3f}", "best": f"{max(loop.best, 0):.3f}"},
+                    loss=value)
 
     def validation(done: int) -> Validation:
         return Validation.of(validate(net, v_loader, cfg.num_classes, infer, device), "validation")

@@ -4,7 +4,8 @@
     python code/search.py --config configs/tiny.yaml --data_root data --task Task99_Demo --fold 0 --work_root work
 
 Writes into ``<work_root>/search-bilevel-ent-mem<mem>-<task>/``: ``config_search.json``, ``search.log``,
-TensorBoard events (``tb/``), ``metrics.csv``, ``latest.pt`` (full state; rerunning the command resumes from it),
+TensorBoard events (``tb/``), ``metrics.csv``, ``progress.png`` (loss terms, memory ratios, temperature, validation
+Dice and decoded paths changed, redrawn at each validation), ``latest.pt`` (full state; rerunning the command resumes from it),
 every validation interval ``arch_<iter>.json`` with its picture, and at the end ``arch.json``, ``arch.pth``
 (MONAI arch codes), ``arch.png``/``arch.svg`` and ``summary.json`` (time per iteration, peak memory, memory
 ratios).
@@ -20,18 +21,18 @@ from config import load_config, resolve_task, to_dict, where
 from dints.data.loader import train_loader, val_loader
 from dints.data.splits import search_halves
 from dints.pipeline.cli import cli_main
-from dints.pipeline.records import RECORD_KEYS
 from dints.evaluate.validation import validate
 from dints.io import write_json
 from dints.run import dist, layout
 from dints.run.profiling import peak_memory_mb
-from dints.run.settings import DataSettings, InferSettings, LoopSettings, SearchSettings
+from dints.run.settings import RECORD_KEYS, DataSettings, InferSettings, LoopSettings, SearchSettings
 from dints.pipeline.stage import check_patch, init_processes, prepare
 from dints.space import relax
 from dints.space.archfile import export_monai_arch
 from dints.space.supernet import SuperNet
 from dints.space.visual import write_arch_files
 from dints.train.architect import Architect
+from dints.train.progress import plot_search
 from dints.train.runloop import RunLoop, Step, Validation
 
 #: Options that must not change when a search resumes from latest.pt: those that decide its result.
@@ -64,18 +65,23 @@ def run_search(cfg) -> Path:
 
     loop = RunLoop("search", run_dir, LoopSettings.from_options(cfg), log, to_dict(cfg),
                    hint="lower --base_lr or --arch_lr",
-                   objects={"model": net, "architect": arch, "w_loader": w_loader, "a_loader": a_loader})
+                   objects={"model": net, "architect": arch, "w_loader": w_loader, "a_loader": a_loader},
+                   progress=lambda path, trace, history: plot_search(path, trace, history, cfg.mem,
+                                                                     f"{cfg.task}: search on fold {cfg.fold}"))
+    decoded = {"codes": None}  # the architecture decoded at the last validation: (on, op) per block and path
     state = loop.resume(cfg.resume, RESUME_KEYS)
     if state is not None:  # the draw of paths: its generator, the paths in use and their inclusion probabilities
         path_gen.set_state(state["path_gen"])
         net.set_paths(state["path_mask"], state.get("path_inclusion"))
+        decoded["codes"] = state.get("decoded_codes")
     ctx.record_config()
 
     def step(it: int) -> Step:
         if not cfg.use_max and it % cfg.path_iters == 0:
             net.sample_paths(cfg.path_num, path_gen, tau=arch.tau(it))
         wres = arch.weight_step(next(w_loader), it, device)
-        out = Step(wres.finite, {"loss/seg_weight": wres.loss, "lr/weights": arch.lr(it)}, {"seg": f"{wres.loss:.3f}"})
+        out = Step(wres.finite, {"loss/seg_weight": wres.loss, "lr/weights": arch.lr(it)}, {"seg": f"{wres.loss:.3f}"},
+                   loss=wres.loss)
         if it >= cfg.warmup_iters:
             ares = arch.arch_step(next(a_loader), it, device)
             out.ok = out.ok and ares.finite
@@ -101,13 +107,20 @@ def run_search(cfg) -> Path:
         found = arch.found_arch(done, log, task=cfg.task, fold=cfg.fold)
         if d.is_main:
             write_arch_files(found, run_dir, layout.arch_snapshot(done), log)
+        codes = [[[on, op if on else -1] for on, op in zip(a, c)] for a, c in zip(found.arch_code_a, found.arch_code_c)]
+        changed = None if decoded["codes"] is None else sum(
+            x != y for old, new in zip(decoded["codes"], codes) for x, y in zip(old, new))
+        decoded["codes"] = codes
         return Validation.of(res, "supernet validation", {"mem_ratio": found.mem_ratio,
-                                                          "mem_ratio_expected": found.mem_ratio_expected},
-                             f", memory ratio {found.mem_ratio:.3f} decoded, {found.mem_ratio_expected:.3f} expected")
+                                                          "mem_ratio_expected": found.mem_ratio_expected,
+                                                          "paths_changed": changed},
+                             f", memory ratio {found.mem_ratio:.3f} decoded, {found.mem_ratio_expected:.3f} expected"
+                             + (f", {changed} path(s) changed" if changed is not None else ""))
 
     def sampling_state() -> dict:
         return dict(path_gen=path_gen.get_state(), path_mask=net.path_mask.cpu().clone(),
-                    path_inclusion=net.path_inclusion.cpu().clone(), arch_kind="supernet")
+                    path_inclusion=net.path_inclusion.cpu().clone(), arch_kind="supernet",
+                    decoded_codes=decoded["codes"])
 
     net.train()
     loop.run(step, validation, sampling_state, log_scalars)

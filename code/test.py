@@ -8,9 +8,11 @@ The model is ``<search run>/retrain-fold<k>/best.pt`` (the best validation Dice 
 ``--checkpoint`` names another. ``--tta 1`` adds flip test-time augmentation.
 
 ``--split val`` writes ``<search run>/val-fold<k>/``: ``metrics.csv`` (per case and class: Dice and 95% Hausdorff
-distance in mm, on the original label grid) and ``summary.json`` (means and per-class statistics; empty classes are
-counted, never averaged as NaN). ``--split test`` writes ``<search run>/test-fold<k>/<case>.npz`` per test image:
-class probabilities on the processing grid and the original grid they map back to (stage 5 fuses them).
+distance in mm, on the original label grid), ``summary.json`` (means and per-class statistics; empty classes are
+counted, never averaged as NaN) and each case's predicted label map ``<case>.nii.gz`` on its original grid (the
+results page draws them; ``--save_val 1`` adds the probabilities, ``<case>.npz``). ``--split test`` writes
+``<search run>/test-fold<k>/<case>.npz`` per test image: class probabilities on the processing grid and the original
+grid they map back to (stage 5 fuses them).
 """
 
 from __future__ import annotations
@@ -67,12 +69,13 @@ def evaluate_validation(net, ctx, cfg) -> Path:
             m = case_metrics(pred, ref.reshape(shape), task.num_classes, spacing)
             mine[i] = m["dice"] + m["hd95"]
             ctx.logger.info("%s: Dice %s", ids[i], [None if math.isnan(v) else round(v, 4) for v in m["dice"]])
-            saved = (case, pred.astype(np.uint8), probs.astype(np.float16), affine, orig_affine) if cfg.save_val else None
-        if cfg.save_val:  # rank 0 writes every rank's case of this round
-            for item in dist.gather_to_main(saved) or []:
-                if item is not None:
-                    case, pred, probs, affine, orig_affine = item
-                    save_labels(out / f"{case['id']}.nii.gz", pred, orig_affine)
+            saved = (case, pred.astype(np.uint8), probs.astype(np.float16) if cfg.save_val else None, affine,
+                     orig_affine)
+        for item in dist.gather_to_main(saved) or []:  # rank 0 writes every rank's case of this round
+            if item is not None:
+                case, pred, probs, affine, orig_affine = item
+                save_labels(out / f"{case['id']}.nii.gz", pred, orig_affine)
+                if probs is not None:
                     save_probs(out / f"{case['id']}.npz", probs, affine, case["image"])
     k = task.num_classes - 1
     table = dist.gather_rows(mine, len(ids), 2 * k).tolist()  # every rank's cases, in case order

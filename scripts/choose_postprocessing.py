@@ -2,10 +2,9 @@
 """Choose the post-processing on the validation folds: keep the largest connected component of a class where that
 raises the cross-validated Dice (as nnU-Net does). Writes ``<search run>/postprocessing.json``.
 
-    FORCE=1 EXTRA_ARGS="--save_val 1" bash code/main.sh 3      # stage 3 saving each validation case's labels
     python scripts/choose_postprocessing.py --config configs/tiny.yaml --task Task99_Demo --work_root work
 
-It reads ``val-fold<k>/<case>.nii.gz`` (stage 3 with ``--save_val 1``) of ``--folds`` (default all) against the
+It reads the label maps stage 3 writes, ``val-fold<k>/<case>.nii.gz``, of ``--folds`` (default all) against the
 labels of dataset.json; scripts/export_model.py puts the choice into the model folder and code/predict.py applies
 it.
 """
@@ -40,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
         for cid in splits[k]["val"]:
             pred = layout.eval_dir(run, "val", k) / f"{cid}.nii.gz"
             if not pred.is_file():
-                raise UserError(f"{pred} does not exist: run stage 3 with --save_val 1 for fold {k} first")
+                raise UserError(f"{pred} does not exist: run stage 3 for fold {k} first")
             ref = np.asarray(nib.load(str(task.case(cid)["label"])).dataobj).astype(np.int64)
             cases.append((np.asarray(nib.load(str(pred)).dataobj).astype(np.int64), ref.reshape(ref.shape[:3])))
     choice = choose_largest_component(cases, task.num_classes)

@@ -43,7 +43,10 @@ def test_all_stages_ran(pipeline):
         assert (run / f"val-fold{k}" / "metrics.csv").is_file()
         assert len(list((run / f"test-fold{k}").glob("*.npz"))) == 2
     assert not (run / "retrain-fold2").exists()  # FOLDS limits the work
-    assert "validation Dice per fold" in r.stdout and "Final label maps" in r.stdout  # the closing report
+    assert "validation per fold" in r.stdout and "Final label maps" in r.stdout  # the closing report
+    assert (run / "report.md").read_text().startswith("Task Task99_Demo: validation per fold")
+    for folder in (run, run / "retrain-fold0", run / "retrain-fold1"):
+        assert (folder / "progress.png").stat().st_size > 10_000, folder
 
 
 def test_final_files_match_original_images(pipeline, demo_root):
@@ -111,3 +114,40 @@ def test_missing_arch_is_one_line(demo_root, tmp_path):
     r = subprocess.run([os.sys.executable, str(ROOT / "code" / "retrain.py"), "--data_root", str(demo_root), "--task",
                         "Task99_Demo", "--work_root", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "arch.json does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+#: How the tests start Debian's chromium: headless, without the sandbox (root) or any network use.
+CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SECTIONS = ("Configuration", "Searched architecture", "Retraining", "Validation", "Best and worst validation cases",
+            "Final label maps")
+
+
+def test_results_page_in_a_real_browser(pipeline, tmp_path):
+    """The results page main.sh all writes, opened in headless Chromium from disk: every image loads, every section
+    is there. A screenshot goes to $DINTS_SCREENSHOT (or the test's folder)."""
+    import re
+    import shutil
+
+    _, run, r = pipeline
+    page = run / "report" / "index.html"
+    assert page.is_file() and f"Results page: {page} (9 images)" in r.stdout, r.stdout[-2000:]
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed (bash scripts/test.sh installs it as root)")
+    profile = tmp_path / "profile"
+    dom = subprocess.run([chromium, *CHROMIUM, f"--user-data-dir={profile}", "--virtual-time-budget=10000",
+                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    loaded = re.search(r'data-images="(\d+)/(\d+)"', dom)
+    assert loaded, dom[:2000]
+    print(f"results page in chromium: {loaded.group(1)} of {loaded.group(2)} images loaded")
+    assert loaded.group(1) == loaded.group(2) == "9"  # arch, search, 2 folds, box plot, 2 x 2 overlays
+    for title in SECTIONS:
+        anchor = "".join(c if c.isalnum() else "-" for c in title.lower())
+        assert f'<h2 id="{anchor}">{title}</h2>' in dom, title
+    assert "not finished" not in dom
+    shot = Path(os.environ.get("DINTS_SCREENSHOT", tmp_path / "report.png"))
+    subprocess.run([chromium, *CHROMIUM, f"--user-data-dir={profile}", "--window-size=1280,4000",
+                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 50_000
+    print(f"screenshot: {shot}")

@@ -2,7 +2,7 @@
 
 Every stage writes ``config_<stage>.json`` (:func:`dints.run.layout.config_record`): the resolved options it ran with
 and the software environment. A stage is finished when its marker exists (:func:`dints.run.layout.stage_marker`).
-The options that decide a stage's result are :data:`RECORD_KEYS`; a finished stage whose record holds other values
+The options that decide a stage's result are :data:`dints.run.settings.RECORD_KEYS`; a finished stage whose record holds other values
 for them is not reused as if it were the new one: the driver refuses, naming the first option that differs.
 The folds are the exception: stage 5 fuses again when asked for other folds than it fused, and stage 6 resamples
 again when stage 5 has fused again.
@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from dints.errors import ConfigError
 from dints.run import layout
-from dints.run.settings import PREPROCESSING_KEYS
+from dints.run.settings import RECORD_KEYS
 
 #: What main.sh can ask about: the stages, with stages 3/4 and 5/6 told apart.
 KINDS = ("search", "retrain", "val", "test", "fuse", "resample")
@@ -25,23 +25,6 @@ STAGE_OF = {"search": "search", "retrain": "retrain", "val": "test", "test": "te
             "resample": "fuse"}
 #: Kinds that run once per fold.
 PER_FOLD = ("retrain", "val", "test")
-
-_TRAINING = ("task", "fold", "num_folds", "seed", *PREPROCESSING_KEYS, "batch_size", "num_samples", "iters",
-             "base_lr", "momentum", "weight_decay", "grad_clip", "amp")
-_INFERENCE = ("task", "fold", "num_folds", "split", *PREPROCESSING_KEYS, "checkpoint", "tta", "sw_overlap", "amp")
-#: The options that decide each stage's result. The search and retraining also refuse to resume from a checkpoint
-#: written with other values for them.
-RECORD_KEYS: dict[str, tuple[str, ...]] = {
-    "search": (*_TRAINING, "blocks", "levels", "channel_mul", "opset", "cellop", "use_downsample", "warmup_iters",
-               "use_max", "path_num", "path_iters", "mem", "EF", "ef_end", "EP", "topology", "topology_weight",
-               "arch_lr"),
-    "retrain": (*_TRAINING, "arch", "channel_mul", "val_interval", "sw_overlap"),
-    "val": (*_INFERENCE, "save_val"),
-    "test": _INFERENCE,
-    "fuse": ("task", "num_folds"),
-    "resample": ("task", "num_folds"),
-}
-
 
 def record_file(kind: str, work_root: str | Path, task: str, mem: float, fold: int | None = None) -> Path:
     """Where ``kind`` keeps its record: in its output folder (stages 5 and 6: beside it, in the search run)."""

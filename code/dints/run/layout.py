@@ -28,6 +28,7 @@ POSTPROCESSING = "postprocessing.json"
 LATEST = "latest.pt"
 BEST = "best.pt"
 METRICS = "metrics.csv"
+PROGRESS = "progress.png"
 TENSORBOARD = "tb"
 #: Files of a task's folder in the run root.
 SPLITS = "splits.json"

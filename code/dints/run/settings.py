@@ -19,6 +19,22 @@ T = TypeVar("T", bound="_FromOptions")
 #: run must have the run's values, every fold of a model folder the same ones, and prediction repeats them.
 PREPROCESSING_KEYS = ("spacing", "intensity", "ct_window", "patch_size")
 
+_TRAINING = ("task", "fold", "num_folds", "seed", *PREPROCESSING_KEYS, "batch_size", "num_samples", "iters",
+             "base_lr", "momentum", "weight_decay", "grad_clip", "amp")
+_INFERENCE = ("task", "fold", "num_folds", "split", *PREPROCESSING_KEYS, "checkpoint", "tta", "sw_overlap", "amp")
+#: The options that decide each stage's result. The search and retraining also refuse to resume from a checkpoint
+#: written with other values for them.
+RECORD_KEYS: dict[str, tuple[str, ...]] = {
+    "search": (*_TRAINING, "blocks", "levels", "channel_mul", "opset", "cellop", "use_downsample", "warmup_iters",
+               "use_max", "path_num", "path_iters", "mem", "EF", "ef_end", "EP", "topology", "topology_weight",
+               "arch_lr"),
+    "retrain": (*_TRAINING, "arch", "channel_mul", "val_interval", "sw_overlap"),
+    "val": (*_INFERENCE, "save_val"),
+    "test": _INFERENCE,
+    "fuse": ("task", "num_folds"),
+    "resample": ("task", "num_folds"),
+}
+
 
 def _freeze(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value

@@ -41,13 +41,15 @@ class Step:
 
     Attributes:
         ok: every loss was finite and the optimisers stepped.
-        scalars: TensorBoard scalars of the step (written on logged iterations).
+        scalars: TensorBoard scalars of the step (written, and kept in the run's trace, on logged iterations).
         postfix: progress-bar fields.
+        loss: the training loss of the step (averaged between validations into the metrics table's ``train_loss``).
     """
 
     ok: bool
     scalars: dict[str, float] = field(default_factory=dict)
     postfix: dict[str, str] = field(default_factory=dict)
+    loss: float | None = None
 
 
 @dataclass
@@ -83,8 +85,10 @@ class RunLoop:
 
     Files in ``run_dir`` (rank 0 writes): ``latest.pt`` (every ``ckpt_interval`` iterations unless the last step
     was not finite, at the end, and on SIGTERM/SIGINT; the one it replaces is kept as ``latest.prev.pt``),
-    ``best.pt`` (when ``keep_best`` and the validation Dice improves), ``metrics.csv`` (one row per validation) and
-    ``tb/`` (TensorBoard).
+    ``best.pt`` (when ``keep_best`` and the validation Dice improves), ``metrics.csv`` (one row per validation, with
+    the mean training loss since the previous one), ``progress.png`` (redrawn at each validation by ``progress``)
+    and ``tb/`` (TensorBoard). The scalars of every logged iteration are kept as the run's ``trace`` (in the
+    checkpoints, so a resumed run draws its whole history).
 
     Args:
         desc: progress-bar label.
@@ -96,13 +100,17 @@ class RunLoop:
         objects: what the checkpoints hold by ``state_dict()`` under these keys (network, optimisers, scalers, data
             streams), restored by ``load_state_dict`` on resume.
         keep_best: write ``best.pt`` at each improvement of the validation Dice.
+        progress: draws ``progress.png`` from ``(path, trace, history)`` after each validation (rank 0).
     """
 
     def __init__(self, desc: str, run_dir: Path, settings: LoopSettings, log: logging.Logger,
-                 config: dict[str, Any], hint: str, objects: dict[str, Any], keep_best: bool = False):
+                 config: dict[str, Any], hint: str, objects: dict[str, Any], keep_best: bool = False,
+                 progress: Callable[[Path, list, list], Any] | None = None):
         self.desc, self.run_dir, self.s, self.log, self.hint = desc, Path(run_dir), settings, log, hint
         self.config, self.objects = config, objects
-        self.keep_best = keep_best
+        self.keep_best, self.progress = keep_best, progress
+        self.trace: list[dict[str, float]] = []
+        self.loss_sum, self.loss_count = 0.0, 0  # training losses since the last validation
         self.latest, self.best_path = self.run_dir / layout.LATEST, self.run_dir / layout.BEST
         self.start, self.history, self.best, self.best_iteration = 0, [], -1.0, -1
         self.seconds, self.iterations_run = 0.0, 0
@@ -137,6 +145,8 @@ class RunLoop:
                                 "afresh") from None
         checkpoint.set_rng_state(state["rng"])
         self.start, self.history, self.saved_iteration = state["iteration"], state["history"], state["iteration"]
+        self.trace = state.get("trace", [])
+        self.loss_sum, self.loss_count = state.get("loss_since_validation", (0.0, 0))
         self.best, self.best_iteration = state.get("best_dice", -1.0), state.get("best_iteration", -1)
         self.log.info("resumed from %s at iteration %d", self.latest, self.start)
         return state
@@ -144,8 +154,9 @@ class RunLoop:
     def _save(self, path: Path, it: int, extra: Callable[[], dict[str, Any]]) -> None:
         if dist.info().is_main:  # latest.pt keeps the one it replaces, the fallback should the new one be unreadable
             checkpoint.save(path, keep_previous=path == self.latest, **self.objects, **extra(), iteration=it,
-                            history=self.history, best_dice=self.best, best_iteration=self.best_iteration,
-                            config=self.config)
+                            history=self.history, trace=self.trace,
+                            loss_since_validation=(self.loss_sum, self.loss_count), best_dice=self.best,
+                            best_iteration=self.best_iteration, config=self.config)
         if path == self.latest:
             self.saved_iteration = it
 
@@ -196,13 +207,17 @@ class RunLoop:
                                 if self.saved_iteration is not None else "no checkpoint was written yet")
                         raise UserError(f"the loss was not finite for {bad} consecutive iterations (last {it}); "
                                         f"{kept}; {self.hint}, or check the data")
-                if writer is not None and (it % s.log_interval == 0 or it == s.iters - 1):
+                if out.ok and out.loss is not None:
+                    self.loss_sum, self.loss_count = self.loss_sum + out.loss, self.loss_count + 1
+                if it % s.log_interval == 0 or it == s.iters - 1:
                     scalars = dict(out.scalars)
                     if log_scalars is not None:
                         with torch.no_grad():
                             scalars.update(log_scalars(it))
-                    for k, v in scalars.items():
-                        writer.add_scalar(k, v, it)
+                    self.trace.append({"iteration": it, **{k: float(v) for k, v in scalars.items()}})
+                    if writer is not None:
+                        for k, v in scalars.items():
+                            writer.add_scalar(k, v, it)
                 bar.set_postfix(out.postfix, refresh=False)
                 done = it + 1
                 if (s.val_interval and done % s.val_interval == 0) or done == s.iters:
@@ -222,12 +237,19 @@ class RunLoop:
         improved = res.dice > self.best
         if improved:
             self.best, self.best_iteration = res.dice, done
-        self.history.append({"iteration": done, **res.row})
+        train_loss = round(self.loss_sum / self.loss_count, 5) if self.loss_count else None
+        self.loss_sum, self.loss_count = 0.0, 0
+        self.history.append({"iteration": done, **res.row, "train_loss": train_loss})
         self.log.info("iteration %d: %s%s", done, res.text, " (best)" if improved and self.keep_best else "")
         if writer is not None:
             for k, v in res.scalars.items():
                 writer.add_scalar(k, v, done)
         if dist.info().is_main:
             write_csv(self.run_dir / layout.METRICS, self.history)
+            if self.progress is not None:
+                try:
+                    self.progress(self.run_dir / layout.PROGRESS, self.trace, self.history)
+                except Exception as exc:  # a picture must never stop a training run
+                    self.log.warning("could not draw %s (%s: %s)", layout.PROGRESS, type(exc).__name__, exc)
         if improved and self.keep_best:
             self._save(self.best_path, done, extra)
