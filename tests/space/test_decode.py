@@ -221,3 +221,64 @@ def test_rejects_mismatched_shapes():
         decode.decode(torch.zeros(3, 4), torch.zeros(3, 7, 5))
     with pytest.raises(ValueError):
         decode.decode_paths(torch.zeros(3, 14))
+
+
+# ----------------------------------------------------------------------------- decoding within a memory budget
+def _enumerate(log_p: np.ndarray, child_memory: np.ndarray, num_depths: int):
+    """Every consistent sequence of children with its cost, true memory and rounded-up memory units."""
+    import itertools
+
+    from dints.space import decode as dec
+    from dints.space import topology as topo
+
+    in_idx, out_idx = (t.numpy() for t in topo.child_patterns(num_depths))
+    units = np.ceil(child_memory / dec.MEMORY_RESOLUTION - 1e-9)
+    for seq in itertools.product(range(log_p.shape[1]), repeat=log_p.shape[0]):
+        if all(out_idx[a] == in_idx[b] for a, b in zip(seq, seq[1:])):
+            rows = range(len(seq))
+            yield (seq, -sum(log_p[r, c] for r, c in zip(rows, seq)), sum(child_memory[r, c] for r, c in zip(rows, seq)),
+                   sum(units[r, c] for r, c in zip(rows, seq)))
+
+
+def _child_indices(got, num_depths):
+    from dints.space import topology as topo
+
+    kids = topo.children(num_depths)
+    return [int(torch.nonzero((kids == row).all(dim=1))[0]) for row in got.arch_code_a.to(kids.dtype)]
+
+
+@pytest.mark.parametrize("num_depths, num_blocks", [(2, 3), (3, 2)])
+@pytest.mark.parametrize("seed", range(4))
+def test_decoding_within_the_budget_is_the_optimum_of_exhaustive_enumeration(num_depths, num_blocks, seed):
+    from dints.space import decode as dec
+    from dints.space import relax, topology as topo
+    from dints.space.opsets import opset_ops
+
+    g = torch.Generator().manual_seed(seed)
+    p = topo.num_paths(num_depths)
+    alpha_a, alpha_c = torch.randn(num_blocks, p, generator=g) * 2, torch.randn(num_blocks, p, 5, generator=g)
+    paper = dec.decode(alpha_a, alpha_c)
+    path_mem = relax.decoded_path_memory(paper.arch_code_c, opset_ops(1), (2, 1, 32, 32, 32), 0.25)
+    log_p = relax.log_child_probs(alpha_a.double()).numpy()
+    kids = topo.children(num_depths).double()
+    child_mem = (path_mem @ kids.T).numpy()
+    table = list(_enumerate(log_p, child_mem, num_depths))
+    paper_ratio = float((path_mem * paper.arch_code_a).sum())
+    res = dec.MEMORY_RESOLUTION
+    assert paper.cost == pytest.approx(min(t[1] for t in table), abs=1e-9)  # same cost scale as the enumeration
+    for budget in (0.0, 0.2, 0.35, 0.5, 0.8, paper_ratio, paper_ratio - 0.01):
+        got = dec.decode_within(alpha_a, alpha_c, path_mem, budget)
+        ratio = float((path_mem * got.arch_code_a).sum())
+        topo.check_codes(got.arch_code_a, got.node_a)  # a runnable architecture
+        if paper_ratio <= budget:  # the paper's decode fits: it is the answer
+            assert got.fits and torch.equal(got.arch_code_a, paper.arch_code_a) and got.cost == paper.cost
+            continue
+        feasible = [t for t in table if t[3] <= np.floor(budget / res + 1e-9)]
+        if not feasible:  # nothing fits: the least memory
+            assert not got.fits and ratio == pytest.approx(min(t[2] for t in table), abs=num_blocks * res)
+            continue
+        assert got.fits and ratio <= budget + 1e-12, (budget, ratio)
+        assert got.cost == pytest.approx(min(t[1] for t in feasible), abs=1e-9)  # the optimum in rounded units
+        under = [t for t in table if t[2] <= budget - num_blocks * res]  # everything well under the budget competes
+        assert not under or got.cost <= min(t[1] for t in under) + 1e-9
+        assert got.cost == pytest.approx(-sum(log_p[b, c] for b, c in enumerate(_child_indices(got, num_depths))))

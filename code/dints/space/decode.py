@@ -13,6 +13,14 @@ shapes training. (In log space the choice does not depend on ``tau`` at all: ``l
 tau - log Z_b(tau)``, so every consistent sequence's total is ``(1/tau) * sum_b alpha_b . child_b`` minus a
 constant.) Ties - several optimal sequences, or several maximal op logits of an active path - are settled
 deterministically (lowest index) and counted in :attr:`Decoded.ties` so the caller can report them.
+
+The paper's decode returns the most probable consistent architecture whatever its memory. :func:`decode_within` adds
+the budget: the most probable consistent architecture whose decoded memory ratio is at most the budget. A block's
+memory is the sum of its paths' (each with its op), so the same dynamic program carries the memory used so far as a
+second state, in units of :data:`MEMORY_RESOLUTION` of the full architecture; each block's memory is rounded up to a
+unit, so the result never exceeds the budget, and it is the exact optimum among the architectures whose rounded-up
+memory fits (every architecture at least ``B`` units under the budget is among them). When the paper's decode already
+fits, it is the answer (the unconstrained optimum is the constrained one).
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from dints.space import relax, topology
 
 #: Two costs closer than this (relative to the total) count as a tie.
 TIE_RTOL = 1e-9
+#: The memory unit of :func:`decode_within`: this fraction of the full architecture's memory.
+MEMORY_RESOLUTION = 1e-3
 
 
 class Decoded(NamedTuple):
@@ -42,6 +52,8 @@ class Decoded(NamedTuple):
         ties: decisions settled by index order: steps of the optimal sequence where another child was exactly as
             good, plus active paths whose largest op logit is shared. 0 when the decoded architecture is the unique
             optimum.
+        fits: for :func:`decode_within`, whether any architecture fits the budget (if none does, the decoded one is
+            the architecture of least memory, and this is False); always True for :func:`decode`.
     """
 
     node_a: torch.Tensor
@@ -49,6 +61,7 @@ class Decoded(NamedTuple):
     arch_code_c: torch.Tensor
     cost: float
     ties: int = 0
+    fits: bool = True
 
 
 @lru_cache(maxsize=None)
@@ -139,3 +152,97 @@ def decode(alpha_a: torch.Tensor, alpha_c: torch.Tensor) -> Decoded:
         arch_code_c = logits_c.argmax(dim=-1)
         op_ties = ((logits_c == logits_c.max(-1, keepdim=True).values).sum(-1) > 1) & arch_code_a.bool()
     return Decoded(node_a, arch_code_a, arch_code_c, cost, ties + int(op_ties.sum()))
+
+
+def decode_paths_within(log_p: torch.Tensor | np.ndarray, child_memory: torch.Tensor | np.ndarray, budget: float,
+                        resolution: float = MEMORY_RESOLUTION) -> tuple[torch.Tensor, torch.Tensor, float, int, bool]:
+    """Most probable consistent sequence of children whose memory is within ``budget``.
+
+    Args:
+        log_p: child log-probabilities, shape ``(B, 2**P - 1)``.
+        child_memory: each child's memory as a fraction of the full architecture's, same shape (the sum of its paths'
+            :func:`dints.space.relax.decoded_path_memory`).
+        budget: the largest total memory, as a fraction of the full architecture's.
+        resolution: the memory unit; each child's memory is rounded up to whole units.
+
+    Returns:
+        ``(node_a, arch_code_a, cost, ties, fits)`` as :func:`decode_paths`, plus whether anything fitted: when no
+        sequence fits, the one of least (rounded) memory, and among those the most probable, with ``fits`` False.
+    """
+    if isinstance(log_p, torch.Tensor):
+        log_p = log_p.detach().cpu().numpy()
+    if isinstance(child_memory, torch.Tensor):
+        child_memory = child_memory.detach().cpu().numpy()
+    num_blocks, n_children = log_p.shape
+    num_depths = topology.depths_from_children(n_children)
+    units = np.ceil(np.asarray(child_memory, dtype=np.float64) / resolution - 1e-9).astype(np.int64)
+    cap = int(np.floor(budget / resolution + 1e-9))
+    total = int(units.max(axis=1).sum())
+    fits = bool(units.min(axis=1).sum() <= cap)
+    limit = cap if fits else total  # nothing fits: the least memory
+    cost = -log_p.astype(np.float64)
+    in_idx, out_idx, _, children, patterns = _tables(num_depths)
+    m, width = len(patterns), limit + 1
+    # best[n, u]: cheapest prefix whose last block feeds pattern n, using exactly u units; choice: its last child.
+    best = np.full((m, width), np.inf)
+    choice = np.full((num_blocks, m, width), -1, dtype=np.int64)
+    for b in range(num_blocks):
+        new = np.full((m, width), np.inf)
+        start = np.full(width, np.inf)
+        start[0] = 0.0  # block 0 reads any pattern, from nothing spent
+        for c in np.flatnonzero(np.isfinite(cost[b]) & (units[b] <= limit)):
+            k, o = int(units[b, c]), int(out_idx[c])
+            cand = (start if b == 0 else best[in_idx[c]])[: width - k] + cost[b, c]
+            better = cand < new[o, k:]  # strictly: the lowest child index wins a tie
+            new[o, k:][better] = cand[better]
+            choice[b, o, k:][better] = c
+        best = new
+    if fits:
+        flat = int(np.argmin(best))  # the first minimum: lowest pattern, then fewest units
+    else:  # the least memory first, then the most probable
+        u = int(np.flatnonzero(np.isfinite(best).any(axis=0))[0])
+        flat = int(np.argmin(best[:, u])) * (limit + 1) + u
+    pattern, used = divmod(flat, limit + 1)
+    final_cost = float(best[pattern, used])
+    tol = TIE_RTOL * max(1.0, abs(final_cost))
+    ties = int((np.abs(best - final_cost) <= tol).sum() > 1) if fits else 0
+    picked = np.empty(num_blocks, dtype=np.int64)
+    for b in range(num_blocks - 1, -1, -1):
+        picked[b] = choice[b, pattern, used]
+        used -= int(units[b, picked[b]])
+        pattern = int(in_idx[picked[b]])
+    node_a = np.concatenate([patterns[in_idx[picked[:1]]], patterns[out_idx[picked]]], axis=0)
+    return torch.from_numpy(node_a.copy()), torch.from_numpy(children[picked].copy()), final_cost, ties, fits
+
+
+def decode_within(alpha_a: torch.Tensor, alpha_c: torch.Tensor, path_memory: torch.Tensor, budget: float,
+                  resolution: float = MEMORY_RESOLUTION) -> Decoded:
+    """The most probable consistent architecture whose decoded memory ratio is at most ``budget``.
+
+    Ops are decoded first (the argmax of each cell's op logits, as in :func:`decode`); ``path_memory`` gives each
+    path's memory with its op (:func:`dints.space.relax.decoded_path_memory` of those op codes).
+
+    Args:
+        alpha_a: path logits, shape ``(B, P)``.
+        alpha_c: op logits, shape ``(B, P, K)``.
+        path_memory: ``(B, P)`` fractions of the full architecture's memory.
+        budget: the memory budget (``--mem``).
+        resolution: the memory unit (see the module docstring).
+
+    Returns:
+        :class:`Decoded` on the CPU; ``fits`` is False when no architecture fits (then the one of least memory).
+    """
+    if alpha_c.shape[:2] != alpha_a.shape:
+        raise ValueError(f"alpha_c shape {tuple(alpha_c.shape)} does not match alpha_a shape {tuple(alpha_a.shape)}")
+    path_memory = torch.as_tensor(path_memory, dtype=torch.float64)
+    paper = decode(alpha_a, alpha_c)
+    if float((path_memory * paper.arch_code_a).sum()) <= budget:  # the unconstrained optimum fits: it is the answer
+        return paper
+    with torch.no_grad():
+        kids = topology.children(topology.depths_from_paths(alpha_a.shape[-1])).double()  # (C, P)
+        node_a, arch_code_a, cost, ties, fits = decode_paths_within(
+            relax.log_child_probs(alpha_a.detach().cpu().double()), path_memory @ kids.T, budget, resolution)
+        logits_c = alpha_c.detach().cpu()
+        arch_code_c = logits_c.argmax(dim=-1)
+        op_ties = ((logits_c == logits_c.max(-1, keepdim=True).values).sum(-1) > 1) & arch_code_a.bool()
+    return Decoded(node_a, arch_code_a, arch_code_c, cost, ties + int(op_ties.sum()), fits)

@@ -336,6 +336,30 @@ def memory_loss(ratio: torch.Tensor, budget: float) -> torch.Tensor:
     return torch.abs(budget - ratio)
 
 
+def decoded_path_memory(
+    arch_code_c: torch.Tensor,
+    ops: Sequence[str],
+    in_shape: Sequence[int],
+    channel_mul: float,
+    use_downsample: bool = True,
+) -> torch.Tensor:
+    """Each path's memory cost with the op a decoded architecture chose for it, as a fraction of the full
+    architecture's (every path on, with those ops): the terms :func:`decoded_memory_ratio` adds up.
+
+    Args:
+        arch_code_c: ``(B, P)`` op indices into ``ops``.
+        ops, in_shape, channel_mul, use_downsample: see :func:`decoded_memory_ratio`.
+
+    Returns:
+        float64 ``(B, P)``, summing to 1.
+    """
+    code_c = torch.as_tensor(arch_code_c, dtype=torch.long)
+    pre, op, size = _path_terms(topology.depths_from_paths(code_c.shape[-1]), ops, in_shape, channel_mul,
+                                use_downsample)
+    per_path = (1.0 + pre + op[code_c]) * size  # (B, P)
+    return per_path / per_path.sum()
+
+
 def decoded_memory_ratio(
     arch_code_a: torch.Tensor,
     arch_code_c: torch.Tensor,
@@ -348,8 +372,8 @@ def decoded_memory_ratio(
 
     Each path costs ``(1 + resample + op cost) * size(target level)`` with the op the architecture chose for it
     (docs/method.md, "Relaxation and losses"); ``full`` switches every path on with the same ops. This is what
-    ``arch.json``'s ``mem_ratio``
-    records; :func:`memory_estimate`'s ratio is the search distribution's expectation of it.
+    ``arch.json``'s ``mem_ratio`` records; :func:`memory_estimate`'s ratio is the search distribution's expectation
+    of it.
 
     Args:
         arch_code_a: ``(B, P)`` 0/1, the active paths.
@@ -362,9 +386,5 @@ def decoded_memory_ratio(
     Returns:
         The ratio, a Python float in (0, 1].
     """
-    code_a = torch.as_tensor(arch_code_a, dtype=torch.float64)
-    code_c = torch.as_tensor(arch_code_c, dtype=torch.long)
-    pre, op, size = _path_terms(topology.depths_from_paths(code_a.shape[-1]), ops, in_shape, channel_mul,
-                                use_downsample)
-    per_path = (1.0 + pre + op[code_c]) * size  # (B, P)
-    return float((per_path * code_a).sum() / per_path.sum())
+    share = decoded_path_memory(arch_code_c, ops, in_shape, channel_mul, use_downsample)
+    return float((share * torch.as_tensor(arch_code_a, dtype=torch.float64)).sum())
