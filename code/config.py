@@ -116,6 +116,9 @@ def build_parser(stage: str, prog: str | None = None, description: str | None = 
     g.add_argument("--topology_weight", type=float, default=0.001, help="weight of the topology loss")
     g.add_argument("--mem", type=float, default=0.8,
                    help="memory budget as a fraction of the full supernet (MEM in the authors' published code)")
+    g.add_argument("--decode", type=str, default="paper", choices=["paper", "budget"],
+                   help="paper: the most probable topology-consistent architecture, whatever its memory (the paper's "
+                        "decode); budget: the most probable one whose memory ratio is at most --mem")
     g.add_argument("--use_max", type=int, default=1, choices=[0, 1],
                    help="1: one-shot supernet (every path and op runs; the paper's search); 0: sample --path_num paths "
                         "per block")

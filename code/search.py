@@ -35,8 +35,10 @@ from dints.train.architect import Architect
 from dints.train.progress import plot_search
 from dints.train.runloop import RunLoop, Step, Validation
 
-#: Options that must not change when a search resumes from latest.pt: those that decide its result.
-RESUME_KEYS = list(RECORD_KEYS["search"])
+#: Options that must not change when a search resumes from latest.pt: those that decide its training (all that
+#: decide its result but ``--decode``, which only reads the logits: resuming a finished search with another
+#: ``--decode`` decodes it again).
+RESUME_KEYS = [k for k in RECORD_KEYS["search"] if k != "decode"]
 
 
 def run_search(cfg) -> Path:
@@ -86,20 +88,25 @@ def run_search(cfg) -> Path:
             ares = arch.arch_step(next(a_loader), it, device)
             out.ok = out.ok and ares.finite
             t = ares.terms
-            t["mem_ratio_decoded"] = arch.decode()[1]
             out.scalars.update({"loss/seg_arch": t["seg_a"], "loss/entropy": t["entropy"], "loss/memory": t["memory"],
                                 "loss/topology": t["topology"], "loss/arch_total": ares.loss,
-                                "memory/ratio_expected": t["mem_ratio"], "memory/ratio_decoded": t["mem_ratio_decoded"],
+                                "memory/ratio_expected": t["mem_ratio"],
                                 "schedule/ramp": t["ramp"], "schedule/tau": t["tau"], "lr/arch": arch.arch_lr})
             out.postfix.update({"seg_a": f"{t['seg_a']:.3f}", "ent": f"{t['entropy']:.3f}",
-                                "topo": f"{t['topology']:.2f}", "mem": f"{t['mem_ratio_decoded']:.3f}",
+                                "topo": f"{t['topology']:.2f}", "mem": shown["mem"],
                                 "mem_exp": f"{t['mem_ratio']:.3f}", "tau": f"{t['tau']:.2f}"})
         return out
 
+    shown = {"mem": "-"}  # the decoded memory ratio, as of the last logged iteration (decoding is off the hot path)
+
     def log_scalars(it: int) -> dict[str, float]:
         p = relax.op_weights(net.alpha_c, arch.tau(it))
-        return {"arch/mean_path_prob": float(net.path_probs(arch.tau(it)).mean()),
-                "arch/op_entropy": float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())}
+        out = {"arch/mean_path_prob": float(net.path_probs(arch.tau(it)).mean()),
+               "arch/op_entropy": float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())}
+        if it >= cfg.warmup_iters:
+            out.update(arch.decoded_ratios())
+            shown["mem"] = f"{out['memory/ratio_decoded']:.3f}"
+        return out
 
     def validation(done: int) -> Validation:
         tau = arch.tau(done - 1)
@@ -111,10 +118,12 @@ def run_search(cfg) -> Path:
         changed = None if decoded["codes"] is None else sum(
             x != y for old, new in zip(decoded["codes"], codes) for x, y in zip(old, new))
         decoded["codes"] = codes
+        other = found.other_decode
         return Validation.of(res, "supernet validation", {"mem_ratio": found.mem_ratio,
                                                           "mem_ratio_expected": found.mem_ratio_expected,
                                                           "paths_changed": changed},
-                             f", memory ratio {found.mem_ratio:.3f} decoded, {found.mem_ratio_expected:.3f} expected"
+                             f", memory ratio {found.mem_ratio:.3f} decoded ({found.decode}; {other['decode']}: "
+                             f"{other['mem_ratio']:.3f}), {found.mem_ratio_expected:.3f} expected"
                              + (f", {changed} path(s) changed" if changed is not None else ""))
 
     def sampling_state() -> dict:
@@ -135,10 +144,15 @@ def run_search(cfg) -> Path:
             "seconds_per_iteration": round(seconds / ran, 5) if ran else None, **peak, "processes": d.world_size,
             "replica_digests": loop.replica_digests,
             "mem_budget": cfg.mem, "mem_ratio": final.mem_ratio, "mem_ratio_expected": final.mem_ratio_expected,
+            "decode": final.decode, "log_prob": final.log_prob, "other_decode": final.other_decode,
+            "active_paths": int(sum(map(sum, final.arch_code_a))), "unlikely_paths": arch.unlikely_paths(final),
             "val_dice": loop.history[-1]["val_dice"] if loop.history else None, "mode": "one-shot" if cfg.use_max else
             f"sampling {cfg.path_num} paths every {cfg.path_iters} iteration(s)"})
-        log.info("searched architecture: %s (memory ratio %.3f decoded, %.3f expected; budget %g)",
-                 run_dir / layout.ARCH, final.mem_ratio, final.mem_ratio_expected, cfg.mem)
+        other = final.other_decode
+        log.info("searched architecture: %s (decode %s: memory ratio %.3f, log-probability %.3f; decode %s: %.3f, "
+                 "%.3f; expected ratio %.3f; budget %g)", run_dir / layout.ARCH, final.decode, final.mem_ratio,
+                 final.log_prob, other["decode"], other["mem_ratio"], other["log_prob"], final.mem_ratio_expected,
+                 cfg.mem)
         if ran:
             log.info("%d iterations in %.1f s (%.3f s per iteration); peak memory %s", ran, seconds, seconds / ran,
                      ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))

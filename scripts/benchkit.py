@@ -304,7 +304,6 @@ def search_step(spec: dict[str, Any], device) -> Callable[[], None]:
                 net.sample_paths(int(spec.get("path_num", cfg.path_num)), path_gen, tau=arch.tau(it))
             arch.weight_step(w_batch, it, device)
             arch.arch_step(a_batch, it, device)
-            arch.decode()
 
         return step
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -59,12 +60,13 @@ def test_short_search_writes_outputs(tiny_args, tmp_path):
     alpha_a, alpha_c = state["model"]["alpha_a"].double(), state["model"]["alpha_c"]
     kids, p = independent.child_probs(alpha_a)
     paths = independent.PATHS[2]
-    best = max(
+    best_p, best = max(
         (float(p[0, i] * p[1, j]), (kids[i], kids[j]))
         for i in range(len(kids)) for j in range(len(kids))
         if {paths[q][1] for q in kids[i]} == {paths[q][0] for q in kids[j]}
-    )[1]
+    )
     assert [tuple(q for q in range(4) if row[q]) for row in arch.arch_code_a] == list(best)
+    assert arch.decode == "paper" and arch.log_prob == pytest.approx(math.log(best_p), abs=1e-5)
     assert arch.arch_code_c == alpha_c.argmax(-1).tolist()
     ratio = independent.memory_ratio(alpha_a, alpha_c, arch.ops, 2, (2, 1, 16, 16, 16), 0.25, tau=0.1)
     assert arch.mem_ratio_expected == pytest.approx(ratio, abs=1e-6)
@@ -80,8 +82,71 @@ def test_short_search_writes_outputs(tiny_args, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mem_ratio"] == arch.mem_ratio and summary["iterations_this_run"] == 8
     assert summary["seconds_per_iteration"] > 0 and summary["peak_rss_mb"] > 0
+    assert (summary["decode"], summary["log_prob"], summary["other_decode"]) == (arch.decode, arch.log_prob,
+                                                                                 arch.other_decode)
+    assert summary["active_paths"] == sum(map(sum, arch.arch_code_a))
+    eta = torch.sigmoid(alpha_a)  # each path's probability, by hand
+    assert summary["unlikely_paths"] == sum(
+        1 for b in range(2) for q in range(4) if arch.arch_code_a[b][q] and eta[b, q] < 0.5)
     log = (out / "search.log").read_text()
-    assert f"memory ratio {arch.mem_ratio:.3f} decoded, {arch.mem_ratio_expected:.3f} expected" in log
+    other = arch.other_decode
+    assert (f"decode paper: memory ratio {arch.mem_ratio:.3f}, log-probability {arch.log_prob:.3f}; decode budget: "
+            f"{other['mem_ratio']:.3f}, {other['log_prob']:.3f}; expected ratio {arch.mem_ratio_expected:.3f}") in log
+
+
+def _path_costs(arch) -> list[list[float]]:
+    """Each path's memory cost with its op, by hand (docs/method.md): 16 channels at 8^3, 32 at 4^3, batch 2."""
+    sizes, paths = [2 * 16 * 8**3, 2 * 32 * 4**3], independent.PATHS[2]
+    out = []
+    for b in range(arch.num_blocks):
+        row = []
+        for q, (src, tgt) in enumerate(paths):
+            r = (16, 32)[src] / (16, 32)[tgt]
+            pre = 0.0 if src == tgt else (8 * r + 3 if src < tgt else 2 * r + 2)
+            row.append((1 + pre + independent.OP_COST[arch.ops[arch.arch_code_c[b][q]]]) * sizes[tgt])
+        out.append(row)
+    return out
+
+
+@pytest.mark.slow
+def test_decode_budget_decodes_a_finished_search_again_within_the_budget(tiny_args, tmp_path):
+    """--decode budget on a finished search: resumed at its end, decoded again; the result is the most probable
+    consistent architecture within --mem (an exhaustive enumeration here), the paper's decode recorded beside it."""
+    args = [*FAST, "--mem", "0.32"]
+    assert _run(tiny_args(*args)).returncode == 0
+    out = tmp_path / "work" / "search-bilevel-ent-mem0.32-Task99_Demo"
+    # Eight iterations leave the paths near their start; logits that favour many paths make the paper's decode miss
+    # the budget (a checkpoint of plain tensors: edited like any other). One op everywhere (conv_3x3x3): then no
+    # architecture's ratio lies within 0.01 of 0.32, beyond the reach of decode_within's rounding (B units of 1e-3).
+    state = torch.load(out / "latest.pt", weights_only=True)
+    state["model"]["alpha_a"] = torch.tensor([[2.0, 1.5, 1.0, 2.5], [1.0, 2.0, 2.5, 0.5]])
+    state["model"]["alpha_c"] = torch.nn.functional.one_hot(torch.ones(2, 4, dtype=torch.long), 5).float()
+    torch.save(state, out / "latest.pt")
+    r = _run(tiny_args(*args))
+    assert r.returncode == 0 and "resumed from" in r.stderr, r.stderr[-2000:]
+    paper = load_arch(out / "arch.json")
+    assert paper.decode == "paper" and paper.mem_ratio > 0.32  # the paper's decode misses the budget
+    r = _run(tiny_args(*args, "--decode", "budget"))
+    assert r.returncode == 0 and "resumed from" in r.stderr, r.stderr[-2000:]
+    got = load_arch(out / "arch.json")
+    assert got.decode == "budget" and got.mem_ratio <= 0.32
+    assert got.other_decode == {"decode": "paper", "mem_ratio": paper.mem_ratio, "log_prob": paper.log_prob}
+    assert paper.other_decode == {"decode": "budget", "mem_ratio": got.mem_ratio, "log_prob": got.log_prob}
+    assert got.arch_code_c == paper.arch_code_c == [[1] * 4] * 2  # ops are decoded the same way
+    state = torch.load(out / "latest.pt", weights_only=True)
+    kids, p = independent.child_probs(state["model"]["alpha_a"].double())
+    paths, costs = independent.PATHS[2], _path_costs(paper)
+    full = sum(map(sum, costs))
+    best_p, best = max(
+        (float(p[0, i] * p[1, j]), (kids[i], kids[j]))
+        for i in range(len(kids)) for j in range(len(kids))
+        if {paths[q][1] for q in kids[i]} == {paths[q][0] for q in kids[j]}
+        and (sum(costs[0][q] for q in kids[i]) + sum(costs[1][q] for q in kids[j])) / full <= 0.32
+    )
+    assert [tuple(q for q in range(4) if row[q]) for row in got.arch_code_a] == list(best)
+    assert got.log_prob == pytest.approx(math.log(best_p), abs=1e-5) and got.log_prob < paper.log_prob
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["decode"] == "budget" and summary["iterations_this_run"] == 0
 
 
 @pytest.mark.slow

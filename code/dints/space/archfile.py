@@ -30,6 +30,9 @@ from dints.space.opsets import OPSETS, opset_ops
 
 Matrix = list[list[int]]
 
+#: The decodes of a search's distribution (``--decode``).
+DECODES = ("paper", "budget")
+
 _REQUIRED = ("num_blocks", "num_depths", "opset", "ops", "node_a", "arch_code_a", "arch_code_c")
 
 
@@ -52,6 +55,11 @@ class Arch:
             path, :func:`dints.space.relax.decoded_memory_ratio`), if known.
         mem_ratio_expected: the search distribution's expected usage/full when the architecture was decoded (what
             the memory loss drives towards the budget), if known.
+        decode: how the search's distribution was decoded: ``paper`` (the most probable topology-consistent
+            architecture) or ``budget`` (the most probable one within ``mem_budget``), if known.
+        log_prob: the log-probability of this architecture's topology (its paths) under the search distribution,
+            if known.
+        other_decode: the other decode's result for comparison, ``{"decode", "mem_ratio", "log_prob"}``, if known.
         task: task the architecture was searched on, if known.
         fold: fold of that search, if known.
         iteration: search iteration the architecture was decoded at, if known.
@@ -73,6 +81,9 @@ class Arch:
     mem_budget: float | None = None
     mem_ratio: float | None = None
     mem_ratio_expected: float | None = None
+    decode: str | None = None
+    log_prob: float | None = None
+    other_decode: dict[str, Any] | None = None
     task: str | None = None
     fold: int | None = None
     iteration: int | None = None
@@ -212,6 +223,18 @@ def _validate(arch: Arch) -> None:
         value = getattr(arch, name)
         if value is not None and (not _is_number(value) or not 0 <= value <= 1):
             raise ArchError(f"field {name!r}: expected a number in [0, 1] or null, got {value!r}")
+    if arch.decode is not None and arch.decode not in DECODES:
+        raise ArchError(f"field 'decode': expected one of {list(DECODES)} or null, got {arch.decode!r}")
+    if arch.log_prob is not None and (not _is_number(arch.log_prob) or arch.log_prob > 0):
+        raise ArchError(f"field 'log_prob': expected a number <= 0 or null, got {arch.log_prob!r}")
+    other = arch.other_decode
+    if other is not None and not (
+        isinstance(other, dict) and set(other) == {"decode", "mem_ratio", "log_prob"} and other["decode"] in DECODES
+        and _is_number(other["mem_ratio"]) and 0 <= other["mem_ratio"] <= 1
+        and _is_number(other["log_prob"]) and other["log_prob"] <= 0
+    ):
+        raise ArchError("field 'other_decode': expected null or {\"decode\": " + " or ".join(map(repr, DECODES))
+                        + f", \"mem_ratio\": a number in [0, 1], \"log_prob\": a number <= 0}}, got {other!r}")
     if arch.task is not None and not isinstance(arch.task, str):
         raise ArchError(f"field 'task': expected a string or null, got {arch.task!r}")
     for name in ("fold", "iteration"):

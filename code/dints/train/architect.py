@@ -10,13 +10,14 @@ architecture half with the weights frozen, on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from dints.run.settings import SearchSettings
 from dints.space import relax
 from dints.space.archfile import Arch
-from dints.space.decode import Decoded, decode
+from dints.space.decode import Decoded, decode, decode_within
 from dints.space.supernet import SuperNet
 from dints.train.losses import seg_loss_fn
 from dints.train.optim import optimise
@@ -24,6 +25,15 @@ from dints.train.schedule import ramp, step_lr, temperature
 
 #: The search's weight learning rate halves at these fractions of the post-warmup iterations.
 SEARCH_LR_MILESTONES = (0.4, 0.8)
+
+
+class Decoding(NamedTuple):
+    """One decode of the search distribution: the architecture, its own usage/full memory ratio and the
+    log-probability of its topology."""
+
+    decoded: Decoded
+    mem_ratio: float
+    log_prob: float
 
 
 @dataclass
@@ -112,33 +122,74 @@ class Architect:
             logits = self.net(x, use_max=bool(self.settings.use_max), tau=tau)
         return self.loss_fn(logits.float(), y)
 
-    def decode(self) -> tuple[Decoded, float]:
-        """The discrete architecture the current logits decode to (at tau = 1) and its own usage/full ratio, for the
-        crop batch of this search (~1 ms at D=4, B=12)."""
-        d = decode(self.net.alpha_a.detach().cpu(), self.net.alpha_c.detach().cpu())
-        return d, relax.decoded_memory_ratio(d.arch_code_a, d.arch_code_c, self.net.ops, self.mem_shape,
-                                             self.net.channel_mul, self.net.use_downsample)
+    def decodings(self) -> dict[str, Decoding]:
+        """The current logits decoded both ways (at tau = 1), ``paper`` and ``budget`` (docs/method.md, "Decoding").
+
+        Ops are decoded first, the same for both (each cell's most likely op); the memory ratios are the decoded
+        architectures' own usage/full for the crop batch of this search. ``budget`` is ``paper`` itself when that
+        already fits ``--mem``; otherwise the most probable consistent architecture within it (~0.1 s at D=4, B=12),
+        or, if none fits, the one of least memory.
+        """
+        a, c, net = self.net.alpha_a.detach().cpu(), self.net.alpha_c.detach().cpu(), self.net
+        paper = decode(a, c)
+        share = relax.decoded_path_memory(paper.arch_code_c, net.ops, self.mem_shape, net.channel_mul,
+                                          net.use_downsample)
+        budget = decode_within(a, c, share, self.settings.mem)
+
+        def of(d: Decoded) -> Decoding:
+            return Decoding(d, float((share * d.arch_code_a).sum()), -float(d.cost))
+
+        return {"paper": of(paper), "budget": of(budget)}
+
+    def decoded_ratios(self) -> dict[str, float]:
+        """The decoded memory ratios to log: the chosen decode's, and the paper's beside it when ``--decode budget``."""
+        both = self.decodings()
+        ratios = {"memory/ratio_decoded": both[self.settings.decode].mem_ratio}
+        if self.settings.decode != "paper":
+            ratios["memory/ratio_decoded_paper"] = both["paper"].mem_ratio
+        return ratios
 
     def found_arch(self, it: int, log=None, **provenance) -> Arch:
-        """The discrete architecture the logits decode to after ``it`` iterations, with its memory ratios.
+        """The discrete architecture the logits decode to after ``it`` iterations (``--decode``), with its memory
+        ratios, its log-probability and the other decode's for comparison.
 
         ``mem_ratio`` is the decoded architecture's own usage/full, ``mem_ratio_expected`` the search distribution's
-        (at the temperature of the last completed iteration). Ties settled by index order are logged as a warning.
+        (at the temperature of the last completed iteration). Ties settled by index order are logged as a warning,
+        and so is a budget decode that found nothing within the budget.
 
         Args:
             it: completed iterations (recorded as ``iteration``).
-            log: logger for the tie warning.
+            log: logger for the warnings.
             **provenance: further :class:`~dints.space.archfile.Arch` fields (``task``, ``fold``).
         """
-        d, ratio = self.decode()
+        kind = self.settings.decode
+        both = self.decodings()
+        chosen, other_kind = both[kind], "budget" if kind == "paper" else "paper"
+        other = both[other_kind]
+        d = chosen.decoded
         with torch.no_grad():
             expected = float(self.memory(self.tau(max(it, 1) - 1)).ratio)
-        if d.ties and log is not None:
-            log.warning("iteration %d: %d decoding decision(s) tied and were settled by the lowest index", it, d.ties)
+        if log is not None:
+            if d.ties:
+                log.warning("iteration %d: %d decoding decision(s) tied and were settled by the lowest index", it,
+                            d.ties)
+            if not d.fits:
+                log.warning("iteration %d: no architecture fits the memory budget %g; decoded the one of least "
+                            "memory (%.3f)", it, self.settings.mem, chosen.mem_ratio)
         net = self.net
         return Arch.from_decoded(d, net.opset, len(net.ops), use_downsample=net.use_downsample,
-                                 channel_mul=net.channel_mul, mem_budget=self.settings.mem, mem_ratio=round(ratio, 6),
-                                 mem_ratio_expected=round(expected, 6), iteration=it, **provenance)
+                                 channel_mul=net.channel_mul, mem_budget=self.settings.mem,
+                                 mem_ratio=round(chosen.mem_ratio, 6), mem_ratio_expected=round(expected, 6),
+                                 decode=kind, log_prob=round(min(chosen.log_prob, 0.0), 6),
+                                 other_decode={"decode": other_kind, "mem_ratio": round(other.mem_ratio, 6),
+                                               "log_prob": round(min(other.log_prob, 0.0), 6)},
+                                 iteration=it, **provenance)
+
+    def unlikely_paths(self, arch: Arch) -> int:
+        """How many of ``arch``'s active paths the search distribution gives a probability under 0.5 (at tau = 1):
+        the paths the decoder added only to connect the network (the gap the topology loss is meant to close)."""
+        eta = relax.path_probs(self.net.alpha_a.detach().cpu(), 1.0)
+        return int(((eta < 0.5) & torch.tensor(arch.arch_code_a, dtype=torch.bool)).sum())
 
     # -------------------------------------------------------------- steps
     def weight_loss(self, batch: dict, it: int, device: torch.device) -> torch.Tensor:
