@@ -8,7 +8,7 @@ A workload is a JSON spec, so a script can run it in a fresh interpreter where p
 implementation only. Its ``kind``:
 
 - ``search``: one search iteration as ``code/search.py`` takes it. Ours: (path sampling when ``use_max`` is 0,) the
-  :class:`dints.train.architect.Architect`'s weight step and architecture step, then the decode it logs. MONAI's, as
+  :class:`dints.train.architect.Architect`'s weight step and architecture step. MONAI's, as
   its DiNTS tutorial (``search_dints.py``) does it: ``DiNTS`` + ``TopologySearch``, an SGD step on the weights, then
   an Adam step on ``log_alpha_a``/``log_alpha_c`` on the segmentation loss plus entropy, memory
   (``get_ram_cost_usage``) and topology (``get_topology_entropy``) losses. Same loss (``DiceCELoss`` as the
