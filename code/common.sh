@@ -22,7 +22,11 @@ PRESET=${PRESET:-}                     # preset YAML; empty: configs/<task>.yaml
 LAUNCHER=${LAUNCHER:-auto}             # auto, horovod, torch or none; auto: horovod when horovodrun is installed
                                        # beside PYTHON and no RDZV_ENDPOINT is set, else torch
 FORCE=${FORCE:-0}                      # 1: redo stages that are finished
-ARCH=${ARCH:-}                         # --arch for retraining (unset: the search run's arch.json)
+ARCH=${ARCH:-}                         # --arch for retraining (unset: the search run's arch.json): a file, or a
+                                       # baseline, random, cvpr or unet, which retrains into retrain-<ARCH>-fold<k>/
+                                       # (stages 3-6 keep using the searched architecture's retrain-fold<k>/)
+ARCH_SEED=${ARCH_SEED:-}               # --arch_seed of ARCH=random (unset: 0)
+ARCH_MEM=${ARCH_MEM:-}                 # --arch_mem of ARCH=random (unset: the searched architecture's mem_ratio)
 CHECKPOINT=${CHECKPOINT:-}             # --checkpoint to test, '{fold}' replaced by the fold (unset: each fold's
                                        # best.pt, the best validation Dice of its retraining)
 TTA=${TTA:-}                           # --tta of stage 4 (unset: the preset's, else 0)

@@ -28,13 +28,15 @@ from dints.data.msd import Task, load_task
 from dints.errors import ConfigError, DataError
 from dints.pipeline import records
 from dints.pipeline.cli import OneLineParser, cli_main
+from dints.run.layout import BASELINES, baseline_of
 from dints.space.sizes import num_paths
 
 STAGES = ("search", "retrain", "test", "fuse")
 #: Options a preset cannot set: they say where the data, the runs and the inputs are, or which fold or split to run.
-#: They come from the command line (code/main.sh: DATA_ROOT, WORK_ROOT, TASKS, FOLDS, ARCH, CHECKPOINT, MSD_SIZE).
-NOT_IN_PRESETS = ("data_root", "work_root", "task", "fold", "folds", "split", "resample", "arch", "checkpoint",
-                  "msd_size")
+#: They come from the command line (code/main.sh: DATA_ROOT, WORK_ROOT, TASKS, FOLDS, ARCH, ARCH_SEED, ARCH_MEM,
+#: CHECKPOINT, MSD_SIZE).
+NOT_IN_PRESETS = ("data_root", "work_root", "task", "fold", "folds", "split", "resample", "arch", "arch_seed",
+                  "arch_mem", "checkpoint", "msd_size")
 
 # Defaults that differ between stages (docs/method.md, "Relaxation and losses" and "The stages").
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -156,7 +158,14 @@ def build_parser(stage: str, prog: str | None = None, description: str | None = 
     g.add_argument("--save_val", type=int, default=0, choices=[0, 1],
                    help="test.py --split val: also write each case's probabilities (<case>.npz) beside its label map "
                         "(<case>.nii.gz, original grid, always written)")
-    g.add_argument("--arch", type=str, default=None, help="architecture file (arch.json or a MONAI .pth); default: the search run's arch.json")
+    g.add_argument("--arch", type=str, default=None,
+                   help="retrain.py: the architecture, a file (arch.json or a MONAI .pth) or a baseline: "
+                        f"{', '.join(BASELINES)} (these words win over files of those names: ./random is the file); "
+                        "default: the search run's arch.json")
+    g.add_argument("--arch_seed", type=int, default=0, help="retrain.py --arch random: the seed of the draw")
+    g.add_argument("--arch_mem", type=float, default=None,
+                   help="retrain.py --arch random: the memory ratio to draw at, in (0, 1] (within 0.03); default: "
+                        "the searched architecture's mem_ratio")
     g.add_argument("--checkpoint", type=str, default=None, help="model checkpoint to test (default: the fold's best.pt)")
     g.add_argument("--folds", type=int, nargs="+", default=None, help="fuse.py: folds to fuse (default 0..num_folds-1)")
     g.add_argument("--resample", type=int, default=0, choices=[0, 1], help="fuse.py: 1 brings fused labels back to the original grids (stage 6)")
@@ -356,7 +365,7 @@ def validate(cfg: argparse.Namespace) -> None:
     for key in positive:
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{where(cfg, key)} must be >= 1, got {getattr(cfg, key)}")
-    for key in ("iters", "warmup_iters", "val_interval", "num_workers", "seed"):
+    for key in ("iters", "warmup_iters", "val_interval", "num_workers", "seed", "arch_seed"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{where(cfg, key)} must be >= 0, got {getattr(cfg, key)}")
     if cfg.levels < 2:
@@ -369,6 +378,8 @@ def validate(cfg: argparse.Namespace) -> None:
         raise ConfigError(f"{where(cfg, 'channel_mul')} must be > 0, got {cfg.channel_mul}")
     if not 0 < cfg.mem <= 1:
         raise ConfigError(f"{where(cfg, 'mem')} must be in (0, 1], got {cfg.mem}")
+    if cfg.arch_mem is not None and not 0 < cfg.arch_mem <= 1:
+        raise ConfigError(f"{where(cfg, 'arch_mem')} must be in (0, 1], got {cfg.arch_mem}")
     if not 0 <= cfg.sw_overlap < 1:
         raise ConfigError(f"{where(cfg, 'sw_overlap')} must be in [0, 1), got {cfg.sw_overlap}")
     if not 0 < cfg.cache_rate <= 1:
@@ -410,8 +421,22 @@ def check_paths(cfg: argparse.Namespace) -> None:
                 break
     for key in ("arch", "checkpoint", "msd_size"):
         value = getattr(cfg, key)
+        if key == "arch" and baseline_of(value):
+            continue  # a baseline, not a path
         if value is not None and Path(value).is_dir():
             raise ConfigError(f"{where(cfg, key)} {value}: is a folder, expected a file")
+
+
+def preset_value(cfg: argparse.Namespace, stage: str, key: str) -> Any:
+    """What ``key`` is for another ``stage`` under ``cfg``'s preset: the stage's default, then the preset's value
+    (its top level, then that stage's section); the command line, which set ``cfg``'s own stage, does not count.
+
+    Raises:
+        ConfigError: a bad preset (as :func:`read_preset`).
+    """
+    parser = build_parser(stage)
+    preset = read_preset(cfg.config, stage, parser) if cfg.config else {}
+    return preset.get(key, parser.get_default(key))
 
 
 def to_dict(cfg: argparse.Namespace) -> dict[str, Any]:

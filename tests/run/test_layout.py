@@ -22,6 +22,11 @@ def test_names_by_hand(tmp_path):
     assert layout.search_dir(tmp_path, "T", 0.5).name == "search-bilevel-ent-mem0.5-T"
     run = tmp_path / RUN
     assert layout.retrain_dir(run, 3) == run / "retrain-fold3"
+    assert layout.retrain_dir(run, 2, "unet") == run / "retrain-unet-fold2"  # a baseline never shares the folder
+    assert layout.stage_marker(tmp_path, "Task99_Demo", 0.8, "retrain", 0, "random") == \
+        run / "retrain-random-fold0" / "summary.json"
+    assert [layout.baseline_of(a) for a in ("random", "cvpr", "unet", "./random", "arch.json", None)] == \
+        ["random", "cvpr", "unet", None, None, None]
     assert layout.eval_dir(run, "val", 1) == run / "val-fold1" and layout.eval_dir(run, "test", 0) == run / "test-fold0"
     assert (layout.fused_dir(run), layout.final_dir(run)) == (run / "fused", run / "final")
     assert layout.stage_marker(tmp_path, "Task99_Demo", 0.8, "resample") == run / "final_summary.json"

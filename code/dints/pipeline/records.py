@@ -26,13 +26,15 @@ STAGE_OF = {"search": "search", "retrain": "retrain", "val": "test", "test": "te
 #: Kinds that run once per fold.
 PER_FOLD = ("retrain", "val", "test")
 
-def record_file(kind: str, work_root: str | Path, task: str, mem: float, fold: int | None = None) -> Path:
-    """Where ``kind`` keeps its record: in its output folder (stages 5 and 6: beside it, in the search run)."""
+def record_file(kind: str, work_root: str | Path, task: str, mem: float, fold: int | None = None,
+                baseline: str | None = None) -> Path:
+    """Where ``kind`` keeps its record: in its output folder (stages 5 and 6: beside it, in the search run); for a
+    retrained baseline (:data:`dints.run.layout.BASELINES`), in its own ``retrain-<baseline>-fold<k>``."""
     run = layout.search_dir(work_root, task, mem)
     if kind == "search":
         return run / layout.config_record("search")
     if kind == "retrain":
-        return layout.retrain_dir(run, fold) / layout.config_record("retrain")
+        return layout.retrain_dir(run, fold, baseline) / layout.config_record("retrain")
     if kind in ("val", "test"):
         return layout.eval_dir(run, kind, fold) / layout.config_record("test")
     return run / layout.config_record(kind)
@@ -77,16 +79,18 @@ def status(kind: str, current: dict[str, Any], work_root: str | Path, task: str,
     """Whether ``kind`` (for ``fold``) must run: ``("run", marker)`` or ``("done", marker)``.
 
     Args:
-        current: this run's resolved configuration (option name -> JSON value).
+        current: this run's resolved configuration (option name -> JSON value). A retraining whose ``arch`` names a
+            baseline is looked for in that baseline's folder.
 
     Raises:
         ConfigError: the stage is finished but was made with other values of :data:`RECORD_KEYS` (naming the first
             option that differs and the two ways out).
     """
-    marker = layout.stage_marker(work_root, task, mem, kind, fold)
+    baseline = layout.baseline_of(current.get("arch")) if kind == "retrain" else None
+    marker = layout.stage_marker(work_root, task, mem, kind, fold, baseline)
     if not marker.is_file():
         return "run", marker
-    path = record_file(kind, work_root, task, mem, fold)
+    path = record_file(kind, work_root, task, mem, fold, baseline)
     saved = read_record(path)
     if saved is None:  # finished before stages kept records (stages 5 and 6): cheap to redo
         return ("run" if kind in ("fuse", "resample") else "done"), marker
@@ -96,7 +100,7 @@ def status(kind: str, current: dict[str, Any], work_root: str | Path, task: str,
         return "run", marker  # stage 5 fused again since
     key = first_difference(saved["config"], current, RECORD_KEYS[kind])
     if key is not None:
-        what = f"{kind} of {task}" + (f" fold {fold}" if fold is not None else "")
+        what = f"{kind}{f' ({baseline})' if baseline else ''} of {task}" + (f" fold {fold}" if fold is not None else "")
         raise ConfigError(
             f"{what} is finished ({marker}) but was made with --{key} {json.dumps(saved['config'].get(key))}, "
             f"and this run has {json.dumps(current.get(key))}; FORCE=1 redoes it (replacing its results), or "

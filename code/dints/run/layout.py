@@ -6,6 +6,7 @@
                                                         latest.pt, metrics.csv, summary.json, search.log, tb/,
                                                         config_search.json, postprocessing.json
         retrain-fold<k>/                                stage 2: best.pt, latest.pt, metrics.csv, summary.json, ...
+        retrain-<baseline>-fold<k>/                     stage 2 with --arch random, cvpr or unet (and its arch.json)
         val-fold<k>/  test-fold<k>/                     stages 3, 4
         fused/  final/  final_summary.json              stages 5, 6
 
@@ -34,6 +35,9 @@ TENSORBOARD = "tb"
 SPLITS = "splits.json"
 LABEL_STAMP = "labels_checked.json"
 CACHE = "cache"
+#: The ``--arch`` words that select a built-in baseline instead of an architecture file (docs/method.md,
+#: "Baselines"); a baseline retrains into its own ``retrain-<baseline>-fold<k>``.
+BASELINES = ("random", "cvpr", "unet")
 #: Log file of each stage, in its output folder (stages 5 and 6: in the search run folder).
 LOGS = {"search": "search.log", "retrain": "retrain.log", "val": "test_val.log", "test": "test_test.log",
         "fuse": "fuse.log", "resample": "resample.log"}
@@ -64,9 +68,22 @@ def search_dir(work_root: str | Path, task: str, mem: float) -> Path:
     return Path(work_root) / f"search-bilevel-ent-mem{mem_tag(mem)}-{task}"
 
 
-def retrain_dir(run: Path, fold: int) -> Path:
-    """``<search run>/retrain-fold<k>``: best.pt, latest.pt, metrics.csv, summary.json."""
-    return Path(run) / f"retrain-fold{fold}"
+def baseline_of(arch: str | None) -> str | None:
+    """The baseline an ``--arch`` value selects (one of :data:`BASELINES`), or None for a file or no ``--arch``.
+
+    The words win over a file of the same name in the current folder; ``./random`` names the file.
+    """
+    return arch if arch in BASELINES else None
+
+
+def retrain_dir(run: Path, fold: int, baseline: str | None = None) -> Path:
+    """``<search run>/retrain-fold<k>`` (best.pt, latest.pt, metrics.csv, summary.json), or for a baseline
+    ``<search run>/retrain-<baseline>-fold<k>``, which the searched architecture's stages 3-6 never read."""
+    if baseline is None:
+        return Path(run) / f"retrain-fold{fold}"
+    if baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {baseline!r}; expected one of {BASELINES}")
+    return Path(run) / f"retrain-{baseline}-fold{fold}"
 
 
 def eval_dir(run: Path, split: str, fold: int) -> Path:
@@ -91,19 +108,21 @@ def best_checkpoint(run: Path, fold: int) -> Path:
     return retrain_dir(run, fold) / BEST
 
 
-def stage_marker(work_root: str | Path, task: str, mem: float, kind: str, fold: int | None = None) -> Path:
+def stage_marker(work_root: str | Path, task: str, mem: float, kind: str, fold: int | None = None,
+                 baseline: str | None = None) -> Path:
     """The file whose existence means a stage (for a fold) is finished.
 
     Args:
         kind: ``search``, ``retrain``, ``val``, ``test``, ``fuse`` or ``resample``.
         fold: the fold, for ``retrain``, ``val`` and ``test``.
+        baseline: for ``retrain``, the baseline retrained (:data:`BASELINES`), or None for an architecture file.
     """
     run = search_dir(work_root, task, mem)
     if kind in ("retrain", "val", "test") and fold is None:
         raise ValueError(f"{kind}: a fold is needed")
     return {
         "search": lambda: run / SUMMARY,  # written after arch.json, arch.pth and the pictures
-        "retrain": lambda: retrain_dir(run, fold) / SUMMARY,
+        "retrain": lambda: retrain_dir(run, fold, baseline) / SUMMARY,
         "val": lambda: eval_dir(run, "val", fold) / SUMMARY,
         "test": lambda: eval_dir(run, "test", fold) / SUMMARY,
         "fuse": lambda: fused_dir(run) / SUMMARY,

@@ -377,6 +377,37 @@ def import_monai_arch(
     except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt files
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ArchError(f"{source}: not a loadable arch-code file ({first})") from None
+    return arch_from_monai_codes(data, source, cellop=cellop, use_downsample=use_downsample, channel_mul=channel_mul,
+                                 **fields)
+
+
+def arch_from_monai_codes(
+    data: Any,
+    source: str = "arch codes",
+    *,
+    cellop: int | None = None,
+    use_downsample: bool = True,
+    channel_mul: float = 0.5,
+    **fields: Any,
+) -> Arch:
+    """An :class:`Arch` from MONAI's arch codes, however they were read (a ``.pth`` file, JSON, a dict in memory).
+
+    MONAI numbers the paths of a block and the children exactly as we do (docs/method.md, "Search space"), so the
+    codes are taken as they are; only their form is converted. The keys, forms and defaults are those of
+    :func:`import_monai_arch`.
+
+    Args:
+        data: ``{"node_a", "arch_code_a" or "code_a", "arch_code_c" or "code_c"}`` (other keys are ignored);
+            values are nested lists, numpy arrays or tensors.
+        source: what the codes came from, at the start of error messages.
+        cellop, use_downsample, channel_mul, **fields: see :func:`import_monai_arch`.
+
+    Returns:
+        The validated architecture.
+
+    Raises:
+        ArchError: missing keys, bad shapes or an inconsistent architecture (naming ``source`` and the field).
+    """
     if not isinstance(data, dict):
         raise ArchError(f"{source}: expected a dict of arch codes, got {type(data).__name__}")
 
@@ -415,6 +446,8 @@ def import_monai_arch(
         )
     except ValueError as err:
         raise ArchError(f"{source}: {err}") from None
+
+
 
 
 def monai_arch_codes(arch: Arch) -> dict[str, np.ndarray]:
