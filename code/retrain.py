@@ -27,7 +27,7 @@ from dints.pipeline.cli import cli_main
 from dints.evaluate.validation import validate
 from dints.io import write_json
 from dints.run import dist, layout
-from dints.run.settings import RECORD_KEYS, DataSettings, InferSettings, LoopSettings
+from dints.run.settings import RECORD_KEYS, DataSettings, decisive_keys, InferSettings, LoopSettings
 from dints.pipeline.stage import check_patch, init_processes, prepare
 from dints.space import network_memory
 from dints.space import baselines
@@ -43,7 +43,8 @@ from dints.train.schedule import step_lr
 
 #: The learning rate halves at these fractions of the iterations.
 RETRAIN_LR_MILESTONES = (0.2, 0.4, 0.6, 0.8)
-#: Options that must not change when retraining resumes from latest.pt: those that decide its result.
+#: Options that must not change when retraining resumes from latest.pt: those that decide its result (``--arch_seed``
+#: and ``--arch_mem`` only for ``--arch random``: :func:`dints.run.settings.decisive_keys`).
 RESUME_KEYS = list(RECORD_KEYS["retrain"])
 
 
@@ -199,7 +200,7 @@ def run_retrain(cfg) -> Path:
                    keep_best=True, progress=lambda path, trace, history: plot_retraining(
                        path, trace, history, f"{cfg.task}: retraining fold {cfg.fold}",
                        [task.labels[c] for c in range(1, cfg.num_classes)]))
-    loop.resume(cfg.resume, RESUME_KEYS)
+    loop.resume(cfg.resume, list(decisive_keys("retrain", to_dict(cfg))))
     ctx.record_config()
     if baseline and d.is_main:  # after the checks: a refused run leaves the folder's architecture as it was
         save_arch(arch, out / layout.ARCH)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from dints.errors import ConfigError
 from dints.run import layout
-from dints.run.settings import RECORD_KEYS
+from dints.run.settings import RECORD_KEYS, decisive_keys
 
 #: What main.sh can ask about: the stages, with stages 3/4 and 5/6 told apart.
 KINDS = ("search", "retrain", "val", "test", "fuse", "resample")
@@ -64,12 +64,16 @@ def read_record(path: Path) -> dict[str, Any] | None:
 
 
 def first_difference(saved: dict[str, Any], current: dict[str, Any], keys: Sequence[str]) -> str | None:
-    """The first of ``keys`` whose value differs between two configurations (JSON values: lists, not tuples)."""
+    """The first of ``keys`` whose value differs between two configurations (JSON values: lists, not tuples).
+
+    A key the saved configuration lacks is not compared: it was written before the option existed, and a new
+    option's default does what the code did before it (as :func:`dints.train.checkpoint.check_compatible` does).
+    """
     def norm(v: Any) -> Any:
         return json.loads(json.dumps(v))
 
     for k in keys:
-        if norm(saved.get(k)) != norm(current.get(k)):
+        if k in saved and norm(saved[k]) != norm(current.get(k)):
             return k
     return None
 
@@ -98,7 +102,7 @@ def status(kind: str, current: dict[str, Any], work_root: str | Path, task: str,
         return "run", marker  # other folds asked for: fuse again
     if kind == "resample" and saved.get("fused_folds") != fused_folds(work_root, task, mem):
         return "run", marker  # stage 5 fused again since
-    key = first_difference(saved["config"], current, RECORD_KEYS[kind])
+    key = first_difference(saved["config"], current, decisive_keys(kind, current))
     if key is not None:
         what = f"{kind}{f' ({baseline})' if baseline else ''} of {task}" + (f" fold {fold}" if fold is not None else "")
         raise ConfigError(

@@ -36,6 +36,19 @@ RECORD_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Retraining options that only a random baseline reads.
+_RANDOM_ONLY = ("arch_seed", "arch_mem")
+
+
+def decisive_keys(kind: str, config: dict[str, Any]) -> tuple[str, ...]:
+    """The :data:`RECORD_KEYS` of ``kind`` that decide this run's result: a retraining reads ``--arch_seed`` and
+    ``--arch_mem`` only for ``--arch random``, so for any other architecture they may change freely."""
+    keys = RECORD_KEYS[kind]
+    if kind == "retrain" and config.get("arch") != "random":
+        keys = tuple(k for k in keys if k not in _RANDOM_ONLY)
+    return keys
+
+
 def _freeze(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
