@@ -91,3 +91,18 @@ def test_the_results_page_shows_them(tmp_path, demo_root):
             "on)</td></tr>") in text
     assert (f'<tr><td class="num">0</td><td class="num">{DICE[0]:.4f}</td><td>seen by the search (training cases '
             "of fold 2)</td></tr>") in text
+
+
+def test_the_results_page_names_the_choice_among_seeded_searches(tmp_path, demo_root):
+    run = fake_run(tmp_path, 0, DICE, search_seeds=[0, 1], chosen_seed=1)
+    (run / "summary.json").write_text(json.dumps({"mem_ratio": 0.7, "mem_ratio_expected": 0.6, "mem_budget": 0.8,
+                                                  "iterations": 4, "chosen_seed": 1}))
+    (run / "search_choice.json").write_text(json.dumps({
+        "rule": "the highest supernet validation Dice", "seeds": [0, 1], "chosen_seed": 1,
+        "reason": "seed 1 has the highest supernet validation Dice, 0.4000 (next: seed 0, 0.3000)",
+        "candidates": [{"seed": 0, "val_dice": 0.3, "mem_ratio": 0.75, "arch_sha256": "a" * 64},
+                       {"seed": 1, "val_dice": 0.4, "mem_ratio": 0.7, "arch_sha256": "b" * 64}]}))
+    text = (build(run, load_task(demo_root, TASK), list(DICE)).folder / INDEX).read_text()
+    assert "Chosen among 2 seeded searches" in text and "seed 1 has the highest supernet validation Dice" in text
+    assert ('<tr><td class="num">1</td><td class="num">0.4000</td><td class="num">0.7000</td><td>bbbbbbbbbbbb</td>'
+            "<td>chosen</td></tr>") in text

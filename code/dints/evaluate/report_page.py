@@ -4,7 +4,8 @@ external scripts, styles or fonts; every image a file beside ``index.html``).
 Sections, each from what the run has written so far (a stage that has not run is named as missing):
 
 - the task and the configuration, with where each value came from (default, preset, command line);
-- the searched architecture's picture, its decoded and expected memory ratios, and the search's progress;
+- the searched architecture's picture, its decoded and expected memory ratios, the seeded searches it was chosen
+  among (SEARCH_SEEDS), and the search's progress;
 - each fold's retraining progress and best validation Dice;
 - each fold's mean validation Dice, the mean over folds beside the Dice of the fold the search ran on (the only
   fold whose validation cases the search did not train on: :func:`search_exposure`), and why;
@@ -259,8 +260,23 @@ def _architecture(page: Page, run: Path) -> None:
         if not page.copy(run / "arch.png", "arch.png", "the searched architecture"):
             page.text("No picture of the architecture (graphviz's <code>dot</code> was missing when the search "
                       "ended); <code>code/visualize.py</code> draws it.", "note")
+        _choice(page, run)
     if not page.copy(run / layout.PROGRESS, "search_progress.png", "the search's progress"):
         page.lacking("the search's progress picture", "the search draws it at each validation")
+
+
+def _choice(page: Page, run: Path) -> None:
+    """The choice among seeded searches (``search_choice.json``), where the run made one."""
+    choice = _json(run / layout.SEARCH_CHOICE)
+    record = _json(run / layout.config_record("search"))
+    if choice is None or record is None or not record.get("search_seeds"):
+        return
+    page.text(f"Chosen among {len(choice['seeds'])} seeded searches (SEARCH_SEEDS; each in "
+              f"<code>{layout.SEEDS}/seed&lt;s&gt;/</code>): {html.escape(choice['reason'])}. The rule: "
+              f"{html.escape(choice['rule'])}.")
+    page.table(["seed", "supernet validation Dice", "memory ratio (decoded)", "arch.json sha256", ""],
+               [[c["seed"], c["val_dice"], c["mem_ratio"], c["arch_sha256"][:12],
+                 "chosen" if c["seed"] == choice["chosen_seed"] else ""] for c in choice["candidates"]])
 
 
 def _retraining(page: Page, run: Path, folds: list[int]) -> None:
