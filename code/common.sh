@@ -10,6 +10,8 @@ REPO_DIR=$(dirname "$CODE_DIR")
 TASKS=${TASKS:-Task09_Spleen}          # space-separated task folder names under DATA_ROOT
 FOLDS=${FOLDS:-}                       # folds to retrain, test and fuse (unset: every fold of --num_folds)
 SEARCH_FOLD=${SEARCH_FOLD:-0}          # fold whose training part the search uses
+SEARCH_SEEDS=${SEARCH_SEEDS:-1}        # stage 1: K >= 2 runs K searches (--seed and the next K-1) and keeps the one
+                                       # with the highest supernet validation Dice (ties: the lower seed); 1: one
 NGPU=${NGPU:-1}                        # processes per node (one per GPU; on a CPU, processes)
 NNODES=${NNODES:-1}                    # nodes (torchrun: run main.sh on each; horovodrun: on one, with HOSTS)
 HOSTS=${HOSTS:-}                       # horovodrun's host list, e.g. node1:8,node2:8 (processes = the slots' sum)
@@ -36,6 +38,13 @@ if [ -z "${PYTHON:-}" ]; then          # the Python (and its horovodrun) to run 
   if [ -x "$VENV/bin/python" ]; then PYTHON=$VENV/bin/python; else PYTHON=python; fi
 fi
 EXTRA_ARGS=${EXTRA_ARGS:-}             # appended to every stage's command line (wins over everything above)
+
+if ! [[ $SEARCH_SEEDS =~ ^[0-9]{1,6}$ ]] || [ $((10#$SEARCH_SEEDS)) -lt 1 ]; then
+  echo "SEARCH_SEEDS=$SEARCH_SEEDS: expected a whole number, 1 or more (how many seeded searches stage 1 runs;" \
+    "unset or 1: one search)" >&2
+  exit 2
+fi
+SEARCH_SEEDS=$((10#$SEARCH_SEEDS))
 
 preset_file() {  # preset_file TASK -> the preset the stages of TASK use, or nothing
   if [ -n "$PRESET" ]; then echo "$PRESET"

@@ -468,12 +468,15 @@ def resolve_task(cfg: argparse.Namespace) -> tuple[argparse.Namespace, Task]:
 def stage_status(argv: Sequence[str]) -> list[str]:
     """For ``code/main.sh``: which units of a stage to run, one line each.
 
-    ``argv`` is ``KIND [--force] OPTIONS...``, where OPTIONS are the stage's own (a ``{fold}`` in a value stands for
-    each fold) and, for the per-fold kinds, ``--folds`` lists the folds (default: every fold of ``--num_folds``).
+    ``argv`` is ``KIND [--force] [--search_seeds K] OPTIONS...``, where OPTIONS are the stage's own (a ``{fold}`` in a
+    value stands for each fold) and, for the per-fold kinds, ``--folds`` lists the folds (default: every fold of
+    ``--num_folds``).
 
     Returns:
         Lines ``<fold or -> run``, ``<fold or -> done <marker>``, or ``- none`` (stages 4-6 of a task with no test
-        images).
+        images). The search with ``--search_seeds K`` (K >= 2, main.sh's SEARCH_SEEDS): ``- done <marker>`` when
+        the choice among the K seeded searches is made, else a line ``<seed> run`` or ``<seed> done <marker>`` per
+        seed (``--seed`` and the next K-1), then ``- run`` (the choice).
 
     Raises:
         ConfigError: bad options, or a finished stage made with other options (:func:`dints.pipeline.records.status`).
@@ -481,11 +484,17 @@ def stage_status(argv: Sequence[str]) -> list[str]:
     p = OneLineParser(prog="config.py status", description=stage_status.__doc__.split("\n\n")[0])
     p.add_argument("kind", choices=records.KINDS, help="the stage (val: stage 3, test: stage 4, resample: stage 6)")
     p.add_argument("--force", action="store_true", help="FORCE=1: every unit runs (the options are still checked)")
+    p.add_argument("--search_seeds", type=int, default=1,
+                   help="search: SEARCH_SEEDS, how many seeded searches to choose among (1: one search)")
     a, rest = p.parse_known_args(argv)
+    if a.search_seeds < 1:
+        raise ConfigError(f"--search_seeds must be >= 1, got {a.search_seeds}")
     stage = records.STAGE_OF[a.kind]
     options = [*rest, *(["--split", a.kind] if stage == "test" else [])]
     base = load_config([v.replace("{fold}", "0") for v in options], stage)
     resolved, task = resolve_task(base)
+    if a.kind == "search" and a.search_seeds > 1:
+        return seeded_search_status(options, base, a.search_seeds, a.force)
     if a.kind in ("test", "fuse", "resample") and not task.test:
         return ["- none"]
     if a.kind not in records.PER_FOLD:
@@ -503,6 +512,27 @@ def stage_status(argv: Sequence[str]) -> list[str]:
         what, marker = records.status(a.kind, current, cfg.work_root, cfg.task, cfg.mem, fold)
         out.append(f"{'-' if fold is None else fold} {what}" + (f" {marker}" if what == "done" else ""))
     return out
+
+
+def seeded_search_status(options: Sequence[str], base: argparse.Namespace, count: int, force: bool) -> list[str]:
+    """:func:`stage_status` of a search that chooses among ``count`` seeded searches (``--seed`` and the next ones).
+
+    Raises:
+        ConfigError: the choice, or one of the searches, is finished but was made otherwise.
+    """
+    seeds = list(range(base.seed, base.seed + count))
+    if not force:
+        what, marker = records.status("search", to_dict(base), base.work_root, base.task, base.mem,
+                                      chosen_among=seeds)
+        if what == "done":
+            return [f"- done {marker}"]
+    out = []
+    for s in seeds:
+        cfg = load_config([*options, "--seed", str(s)], "search")
+        what, marker = ("run", None) if force else records.status(
+            "search", to_dict(cfg), cfg.work_root, cfg.task, cfg.mem, seed=s)
+        out.append(f"{s} {what}" + (f" {marker}" if what == "done" else ""))
+    return [*out, "- run"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,8 @@
 #
 # Settings are environment variables (code/common.sh lists them with their defaults), e.g.
 #   TASKS=Task99_Demo PRESET=configs/tiny.yaml DATA_ROOT=data WORK_ROOT=work bash code/main.sh all
+# SEARCH_SEEDS=K (K >= 2) makes stage 1 run K searches (--seed and the next K-1, each in <run>/seeds/seed<s>/) and
+# keep the one with the highest supernet validation Dice at its last validation (ties: the lower seed).
 # Precedence, lowest first: the defaults of code/config.py < the preset < the variables that are set < EXTRA_ARGS.
 # A finished stage (or fold) is skipped when it was made with the same options; made with other options, it is
 # refused with one line naming the option (FORCE=1 redoes it, another WORK_ROOT keeps both).
@@ -18,7 +20,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 case "${1:-}" in
   -h|--help) usage; exit 0 ;;
   "") usage >&2; exit 2 ;;

@@ -2,6 +2,10 @@
 """Report a task's results: each fold's validation Dice and HD95 (stage 3) and where the final label maps are (stage
 6), printed as Markdown and written to ``<search run>/report.md``; with ``--html``, the results page too.
 
+Beside the mean over folds it gives the Dice of the fold the search ran on (its ``config_search.json`` says which):
+the search trained on that fold's training cases, which are every other fold's validation cases, so that fold's
+validation cases are the only ones it did not see.
+
     python code/report.py --config configs/tiny.yaml --task Task99_Demo --work_root work [--html]
 
 ``--html`` writes ``<search run>/report/index.html`` and its images: the configuration and where each value came
@@ -19,7 +23,7 @@ from pathlib import Path
 
 from config import load_config
 from dints.data.msd import load_task
-from dints.evaluate.report_page import INDEX, build
+from dints.evaluate.report_page import INDEX, build, dice_summary
 from dints.io import atomic_write
 from dints.pipeline.cli import cli_main
 from dints.run import layout
@@ -43,14 +47,19 @@ def report(cfg, task) -> str:
             continue
         s = json.loads(f.read_text())
         classes = [s["classes"].get(n, {}) for n in names]
-        lines.append(f"| {k} | {s['mean_dice']:.4f} | " + " | ".join(_fmt(c.get("dice"), 3) for c in classes) + " | "
+        lines.append(f"| {k} | {_fmt({'mean': s['mean_dice']}, 4)} | "
+                     + " | ".join(_fmt(c.get("dice"), 3) for c in classes) + " | "
                      + " | ".join(_fmt(c.get("hd95"), 1) for c in classes) + " |")
-        means.append(s["mean_dice"])
+        if s["mean_dice"] is not None:
+            means.append(s["mean_dice"])
     out = [f"Task {cfg.task}: validation per fold (foreground classes, original label grids; HD95 in mm)", "",
            "| fold | mean Dice | " + " | ".join(f"Dice {n}" for n in names) + " | "
            + " | ".join(f"HD95 {n}" for n in names) + " |", "|---" * (2 + 2 * len(names)) + "|", *lines]
     if means:
         out.append(f"| mean | {sum(means) / len(means):.4f} | over {len(means)} fold(s) |" + " |" * (2 * len(names) - 1))
+    summary = dice_summary(run, folds)
+    if summary is not None:
+        out += ["", f"Validation Dice, {summary[0]}.", summary[1]]
     final = run / layout.FINAL_SUMMARY
     if final.is_file():
         s = json.loads(final.read_text())

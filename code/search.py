@@ -9,6 +9,9 @@ Dice and decoded paths changed, redrawn at each validation), ``latest.pt`` (full
 every validation interval ``arch_<iter>.json`` with its picture, and at the end ``arch.json``, ``arch.pth``
 (MONAI arch codes), ``arch.png``/``arch.svg`` and ``summary.json`` (time per iteration, peak memory, memory
 ratios).
+
+``--seed_folder 1`` writes the same files into ``<search run>/seeds/seed<seed>/`` instead: one of several seeded
+searches (``SEARCH_SEEDS`` of ``code/main.sh``), among which ``code/choose_search.py`` then chooses.
 """
 
 from __future__ import annotations
@@ -41,11 +44,17 @@ from dints.train.runloop import RunLoop, Step, Validation
 RESUME_KEYS = [k for k in RECORD_KEYS["search"] if k != "decode"]
 
 
-def run_search(cfg) -> Path:
-    """Run (or resume) the search; returns the run folder holding ``arch.json``."""
+def run_search(cfg, seed_folder: bool = False) -> Path:
+    """Run (or resume) the search; returns the run folder holding ``arch.json``.
+
+    Args:
+        seed_folder: write into the seed's own folder (:func:`dints.run.layout.search_seed_dir`), not the search run
+            folder.
+    """
     d = init_processes(cfg.device)
     cfg, task = resolve_task(cfg)
-    run_dir = layout.search_dir(cfg.work_root, cfg.task, cfg.mem)
+    run_dir = (layout.search_seed_dir(cfg.work_root, cfg.task, cfg.mem, cfg.seed) if seed_folder
+               else layout.search_dir(cfg.work_root, cfg.task, cfg.mem))
     ctx = prepare(task, run_dir, layout.LOGS["search"], work_root=cfg.work_root, fold=cfg.fold, num_folds=cfg.num_folds,
                   seed=cfg.seed, device=cfg.device, record=to_dict(cfg), stage="search")
     check_patch(cfg.patch_size, cfg.levels, bool(cfg.use_downsample), where(cfg, "patch_size"), task, cfg.spacing)
@@ -68,8 +77,9 @@ def run_search(cfg) -> Path:
     loop = RunLoop("search", run_dir, LoopSettings.from_options(cfg), log, to_dict(cfg),
                    hint="lower --base_lr or --arch_lr",
                    objects={"model": net, "architect": arch, "w_loader": w_loader, "a_loader": a_loader},
-                   progress=lambda path, trace, history: plot_search(path, trace, history, cfg.mem,
-                                                                     f"{cfg.task}: search on fold {cfg.fold}"))
+                   progress=lambda path, trace, history: plot_search(
+                       path, trace, history, cfg.mem,
+                       f"{cfg.task}: search on fold {cfg.fold}" + (f", seed {cfg.seed}" if seed_folder else "")))
     decoded = {"codes": None}  # the architecture decoded at the last validation: (on, op) per block and path
     state = loop.resume(cfg.resume, RESUME_KEYS)
     if state is not None:  # the draw of paths: its generator, the paths in use and their inclusion probabilities
@@ -138,6 +148,7 @@ def run_search(cfg) -> Path:
         write_arch_files(final, run_dir, Path(layout.ARCH).stem, log)
         if cfg.opset == 1:  # MONAI's DiNTS only knows opset 1
             export_monai_arch(final, run_dir / layout.ARCH_MONAI)
+        (run_dir / layout.SEARCH_CHOICE).unlink(missing_ok=True)  # a choice among seeds this search replaces
         peak, ran, seconds = peak_memory_mb(device), loop.iterations_run, loop.seconds
         write_json(run_dir / layout.SUMMARY, {
             "iterations": cfg.iters, "iterations_this_run": ran, "seconds_this_run": round(seconds, 3),
@@ -160,8 +171,17 @@ def run_search(cfg) -> Path:
     return run_dir
 
 
+def options(p) -> None:
+    p.add_argument("--seed_folder", type=int, default=0, choices=[0, 1],
+                   help="1: search in <search run>/seeds/seed<seed>/, as one of several seeded searches (main.sh's "
+                        "SEARCH_SEEDS; code/choose_search.py chooses among them)")
+
+
 def main(argv: list[str] | None = None) -> Path:
-    return run_search(load_config(argv, "search"))
+    cfg = load_config(argv, "search", add_options=options)
+    seed_folder = bool(vars(cfg).pop("seed_folder"))  # where, not what: kept out of the record
+    cfg.sources.pop("seed_folder", None)
+    return run_search(cfg, seed_folder)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pytest
 from dints.run.settings import DataSettings, InferSettings
 
 PKG = Path(__file__).resolve().parents[1] / "code" / "dints"
-STAGE_MODULES = {"config", "search", "retrain", "test", "fuse", "report", "visualize", "predict"}
+STAGE_MODULES = {"config", "search", "retrain", "test", "fuse", "report", "visualize", "predict", "choose_search"}
 #: The floors of the package docstring, from the ground up: a module's floor is that of its top-level name.
 FLOORS = [{"errors", "io", "run"}, {"space", "data"}, {"train"}, {"evaluate"}, {"pipeline"}]
 

@@ -126,3 +126,57 @@ def test_folds_on_separate_processes_then_fused_together(demo_root, tmp_path):
     assert sorted(p.name for p in (run / "final").iterdir()) == sorted(one_fold)
     r = main_sh("5", "6", data=demo_root, work=work, FOLDS="0 1", **v)
     assert f"[fuse] {TASK}: done" in r.stdout and f"[resample] {TASK}: done" in r.stdout
+
+
+def test_several_seeded_searches_one_chosen_and_retrained(demo_root, tmp_path):
+    """SEARCH_SEEDS=2: two searches (--seed 0 and 1) in their own folders, the one with the higher supernet validation
+    Dice (a tie: the lower seed) installed in the search run folder, skipped when rerun, and retrained by stage 2."""
+    import hashlib
+
+    import torch
+
+    work = tmp_path / "work"
+    v = dict(PRESET=str(ROOT / "configs" / "tiny.yaml"), EXTRA_ARGS=FAST, SEARCH_SEEDS="2")
+    r = main_sh("1", data=demo_root, work=work, **v)
+    run = work / f"search-bilevel-ent-mem0.8-{TASK}"
+    seeds = {s: run / "seeds" / f"seed{s}" for s in (0, 1)}
+    dice = {}
+    for s, folder in seeds.items():
+        assert f"[search] {TASK} fold 0 seed {s}" in r.stdout
+        summary = json.loads((folder / "summary.json").read_text())
+        assert json.loads((folder / "config_search.json").read_text())["config"]["seed"] == s
+        dice[s] = summary["val_dice"]
+        assert f"seed {s}: supernet validation Dice {dice[s]:.4f}" in r.stderr
+    chosen = max(dice, key=lambda s: (dice[s], -s))
+    choice = json.loads((run / "search_choice.json").read_text())
+    print(f"supernet validation Dice per seed {dice}: chose seed {choice['chosen_seed']} ({choice['reason']})")
+    assert choice["chosen_seed"] == chosen and choice["seeds"] == [0, 1]
+    assert [c["arch_sha256"] for c in choice["candidates"]] == \
+        [hashlib.sha256((seeds[s] / "arch.json").read_bytes()).hexdigest() for s in (0, 1)]
+    assert f"chose seed {chosen} among 2 searches" in r.stderr
+    for name in ("arch.json", "arch.pth", "metrics.csv"):
+        assert (run / name).read_bytes() == (seeds[chosen] / name).read_bytes(), name
+    assert json.loads((run / "summary.json").read_text())["chosen_seed"] == chosen
+    assert not (run / "latest.pt").exists()  # each search's state stays in its own folder
+    # Rerun: finished, skipped; one search asked for instead is refused, naming the difference.
+    r = main_sh("1", data=demo_root, work=work, **v)
+    assert f"[search] {TASK}: done ({run / 'summary.json'}), skipping" in r.stdout
+    r = main_sh("1", data=demo_root, work=work, expect=2, **dict(v, SEARCH_SEEDS="1"))
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "a choice among SEARCH_SEEDS=2 searches (seeds 0..1)" in errors[0], r.stderr
+    # Stage 2 retrains the chosen architecture (its --seed is still the run's, 0).
+    main_sh("2", data=demo_root, work=work, FOLDS="0", **v)
+    best = torch.load(run / "retrain-fold0" / "best.pt", weights_only=True)
+    arch = json.loads((seeds[chosen] / "arch.json").read_text())
+    assert (best["arch"]["arch_code_a"], best["arch"]["arch_code_c"]) == (arch["arch_code_a"], arch["arch_code_c"])
+    assert json.loads((run / "retrain-fold0" / "config_retrain.json").read_text())["config"]["seed"] == 0
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "2.5"])
+def test_a_bad_search_seeds_is_one_line_before_anything_runs(demo_root, tmp_path, value):
+    r = main_sh("1", data=demo_root, work=tmp_path / "work", expect=2, SEARCH_SEEDS=value,
+                PRESET=str(ROOT / "configs" / "tiny.yaml"), EXTRA_ARGS=FAST)
+    assert r.stdout == "" and r.stderr.strip().splitlines() == [
+        f"SEARCH_SEEDS={value}: expected a whole number, 1 or more (how many seeded searches stage 1 runs; unset or "
+        "1: one search)"]
+    assert not (tmp_path / "work").exists()

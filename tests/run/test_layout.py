@@ -30,6 +30,10 @@ def test_names_by_hand(tmp_path):
     assert layout.eval_dir(run, "val", 1) == run / "val-fold1" and layout.eval_dir(run, "test", 0) == run / "test-fold0"
     assert (layout.fused_dir(run), layout.final_dir(run)) == (run / "fused", run / "final")
     assert layout.stage_marker(tmp_path, "Task99_Demo", 0.8, "resample") == run / "final_summary.json"
+    assert layout.search_seed_dir(tmp_path, "Task99_Demo", 0.80, 3) == run / "seeds" / "seed3"
+    assert layout.stage_marker(tmp_path, "Task99_Demo", 0.8, "search", seed=3) == run / "seeds" / "seed3" / "summary.json"
+    with pytest.raises(ValueError):
+        layout.stage_marker(tmp_path, "Task99_Demo", 0.8, "retrain", 0, seed=3)  # only the search has seed folders
 
 
 def _main_sh(stage: str, work: Path, data: Path, **env) -> subprocess.CompletedProcess:

@@ -4,8 +4,11 @@ external scripts, styles or fonts; every image a file beside ``index.html``).
 Sections, each from what the run has written so far (a stage that has not run is named as missing):
 
 - the task and the configuration, with where each value came from (default, preset, command line);
-- the searched architecture's picture, its decoded and expected memory ratios, and the search's progress;
+- the searched architecture's picture, its decoded and expected memory ratios, the seeded searches it was chosen
+  among (SEARCH_SEEDS), and the search's progress;
 - each fold's retraining progress and best validation Dice;
+- each fold's mean validation Dice, the mean over folds beside the Dice of the fold the search ran on (the only
+  fold whose validation cases the search did not train on: :func:`search_exposure`), and why;
 - the validation table per case and class (Dice, HD95), with mean and spread per class and a box plot per class;
 - overlays of the best and the worst validation case of each fold (:mod:`dints.evaluate.overlay`);
 - the final label maps, each with its original grid.
@@ -119,6 +122,83 @@ def _json(path: Path) -> dict | None:
         return None
 
 
+@dataclass(frozen=True)
+class SearchExposure:
+    """Which validation cases the search could have seen, from the run's records.
+
+    The search trains on its fold's training cases (weights on one half, architecture on the other), and those are
+    the validation cases of every other fold; only its own fold's validation cases are unseen by it (they monitor
+    the search, and with several seeded searches they rank them).
+
+    Attributes:
+        fold: the fold the search ran on (its ``config_search.json``); None when unknown.
+        seeds: the seeds a choice among seeded searches was made among (SEARCH_SEEDS >= 2), else None.
+        arch: the ``--arch`` the retraining used instead of the search's ``arch.json``, if any.
+    """
+
+    fold: int | None
+    seeds: list[int] | None = None
+    arch: str | None = None
+
+
+def search_exposure(run: Path, folds: list[int]) -> SearchExposure:
+    """:class:`SearchExposure` of the run in ``run`` (``folds``: the folds whose retraining records to read)."""
+    record = _json(run / layout.config_record("search"))
+    fold = record.get("config", {}).get("fold") if isinstance(record, dict) else None
+    seeds = record.get("search_seeds") if isinstance(record, dict) else None
+    arch = None
+    for k in folds:
+        retrain = _json(layout.retrain_dir(run, k) / layout.config_record("retrain"))
+        if retrain is not None and retrain.get("config", {}).get("arch"):
+            arch = retrain["config"]["arch"]
+            break
+    return SearchExposure(fold if isinstance(fold, int) else None, seeds or None, arch)
+
+
+def fold_dice(run: Path, folds: list[int]) -> dict[int, float]:
+    """Stage 3's mean foreground Dice of each of ``folds`` that has one (``val-fold<k>/summary.json``)."""
+    out = {}
+    for k in folds:
+        s = _json(layout.eval_dir(run, "val", k) / layout.SUMMARY)
+        if s is not None and isinstance(s.get("mean_dice"), (int, float)):
+            out[k] = float(s["mean_dice"])
+    return out
+
+
+def dice_summary(run: Path, folds: list[int]) -> tuple[str, str] | None:
+    """The mean over folds with the search fold's Dice on its own, and the note that says why, as plain text:
+    ``("mean over 5 folds 0.8500 (fold 0, unseen by the search: 0.8300)", "The search trained on ...")``; None
+    before any fold is evaluated."""
+    dice = fold_dice(run, folds)
+    if not dice:
+        return None
+    seen = search_exposure(run, folds)
+    line = f"mean over {len(dice)} fold{'s' if len(dice) != 1 else ''} {sum(dice.values()) / len(dice):.4f}"
+    if seen.arch is not None:
+        return line, (f"The retraining used the architecture {seen.arch} (--arch), not this run's search: which "
+                      "validation cases chose it is not known here.")
+    if seen.fold is None:
+        return line, ("No record of the search (config_search.json): which fold it ran on, and so which validation "
+                      "cases it saw, is not known here.")
+    f = seen.fold
+    own = f"{dice[f]:.4f}" if f in dice else "not evaluated"
+    if seen.seeds:
+        line += f" (fold {f}, not trained on by the search but used to choose among its {len(seen.seeds)} seeds: {own})"
+    else:
+        line += f" (fold {f}, unseen by the search: {own})"
+    note = (f"The search trained on fold {f}'s training cases (its weights on one half, its architecture on the "
+            f"other), which are the validation cases of every other fold: their Dice is measured on cases the "
+            "architecture was chosen with. ")
+    if seen.seeds:
+        note += (f"Only fold {f}'s validation cases were not trained on by the search; but with "
+                 f"SEARCH_SEEDS={len(seen.seeds)} its seeded searches were ranked by the supernet's Dice on them, so "
+                 f"fold {f}'s Dice is the least touched by that selection, though not entirely free of it.")
+    else:
+        note += (f"Only fold {f}'s validation cases were unseen by the search, so fold {f}'s Dice is the one figure "
+                 "free of that selection.")
+    return line, note
+
+
 def _val_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -180,8 +260,23 @@ def _architecture(page: Page, run: Path) -> None:
         if not page.copy(run / "arch.png", "arch.png", "the searched architecture"):
             page.text("No picture of the architecture (graphviz's <code>dot</code> was missing when the search "
                       "ended); <code>code/visualize.py</code> draws it.", "note")
+        _choice(page, run)
     if not page.copy(run / layout.PROGRESS, "search_progress.png", "the search's progress"):
         page.lacking("the search's progress picture", "the search draws it at each validation")
+
+
+def _choice(page: Page, run: Path) -> None:
+    """The choice among seeded searches (``search_choice.json``), where the run made one."""
+    choice = _json(run / layout.SEARCH_CHOICE)
+    record = _json(run / layout.config_record("search"))
+    if choice is None or record is None or not record.get("search_seeds"):
+        return
+    page.text(f"Chosen among {len(choice['seeds'])} seeded searches (SEARCH_SEEDS; each in "
+              f"<code>{layout.SEEDS}/seed&lt;s&gt;/</code>): {html.escape(choice['reason'])}. The rule: "
+              f"{html.escape(choice['rule'])}.")
+    page.table(["seed", "supernet validation Dice", "memory ratio (decoded)", "arch.json sha256", ""],
+               [[c["seed"], c["val_dice"], c["mem_ratio"], c["arch_sha256"][:12],
+                 "chosen" if c["seed"] == choice["chosen_seed"] else ""] for c in choice["candidates"]])
 
 
 def _retraining(page: Page, run: Path, folds: list[int]) -> None:
@@ -211,8 +306,29 @@ def _boxplot(path: Path, values: dict[str, list[float]]) -> None:
     plt.close(fig)
 
 
+def _fold_means(page: Page, run: Path, folds: list[int]) -> None:
+    summary = dice_summary(run, folds)
+    if summary is None:
+        return
+    dice, seen = fold_dice(run, folds), search_exposure(run, folds)
+
+    def exposure(k: int) -> str:
+        if seen.fold is None or seen.arch is not None:
+            return ""
+        if k == seen.fold and seen.seeds:
+            return f"not trained on by the search (the fold it ran on); ranked its {len(seen.seeds)} seeds"
+        if k == seen.fold:
+            return "unseen by the search (the fold it ran on)"
+        return f"seen by the search (training cases of fold {seen.fold})"
+
+    page.table(["fold", "mean Dice", "these validation cases"], [[k, dice.get(k), exposure(k)] for k in folds])
+    page.text(f"<strong>Validation Dice, {html.escape(summary[0])}.</strong>")
+    page.text(html.escape(summary[1]), "note")
+
+
 def _validation(page: Page, run: Path, task: Task, folds: list[int], channel: int) -> list[dict]:
     page.section("Validation")
+    _fold_means(page, run, folds)
     names = [task.labels[c] for c in range(1, task.num_classes)]
     cases = []
     for k in folds:

@@ -5,6 +5,9 @@
                                                         %g: 0.80 -> 0.8): arch.json, arch.pth, arch_<iter>.json,
                                                         latest.pt, metrics.csv, summary.json, search.log, tb/,
                                                         config_search.json, postprocessing.json
+        seeds/seed<s>/                                  stage 1 with SEARCH_SEEDS=K: one search per seed, each laid
+                                                        out as above; the chosen one's files are copied up beside
+                                                        search_choice.json
         retrain-fold<k>/                                stage 2: best.pt, latest.pt, metrics.csv, summary.json, ...
         retrain-<baseline>-fold<k>/                     stage 2 with --arch random, cvpr or unet (and its arch.json)
         val-fold<k>/  test-fold<k>/                     stages 3, 4
@@ -25,6 +28,10 @@ FINAL_SUMMARY = "final_summary.json"
 ARCH = "arch.json"
 ARCH_MONAI = "arch.pth"
 POSTPROCESSING = "postprocessing.json"
+#: Stage 1 with several seeds (main.sh's SEARCH_SEEDS): the folder of the seeded searches inside the search run
+#: folder, and the record of the choice among them.
+SEEDS = "seeds"
+SEARCH_CHOICE = "search_choice.json"
 #: Files of a training run folder (the search's and each retrained fold's).
 LATEST = "latest.pt"
 BEST = "best.pt"
@@ -68,6 +75,12 @@ def search_dir(work_root: str | Path, task: str, mem: float) -> Path:
     return Path(work_root) / f"search-bilevel-ent-mem{mem_tag(mem)}-{task}"
 
 
+def search_seed_dir(work_root: str | Path, task: str, mem: float, seed: int) -> Path:
+    """``<search run>/seeds/seed<s>``: one of several seeded searches (main.sh's SEARCH_SEEDS), with the files a search
+    run folder has; the chosen one is copied into the search run folder."""
+    return search_dir(work_root, task, mem) / SEEDS / f"seed{seed}"
+
+
 def baseline_of(arch: str | None) -> str | None:
     """The baseline an ``--arch`` value selects (one of :data:`BASELINES`), or None for a file or no ``--arch``.
 
@@ -109,19 +122,25 @@ def best_checkpoint(run: Path, fold: int) -> Path:
 
 
 def stage_marker(work_root: str | Path, task: str, mem: float, kind: str, fold: int | None = None,
-                 baseline: str | None = None) -> Path:
+                 baseline: str | None = None, *, seed: int | None = None) -> Path:
     """The file whose existence means a stage (for a fold) is finished.
 
     Args:
         kind: ``search``, ``retrain``, ``val``, ``test``, ``fuse`` or ``resample``.
         fold: the fold, for ``retrain``, ``val`` and ``test``.
         baseline: for ``retrain``, the baseline retrained (:data:`BASELINES`), or None for an architecture file.
+        seed: for ``search``, one of several seeded searches (:func:`search_seed_dir`); None: the search run folder.
     """
     run = search_dir(work_root, task, mem)
     if kind in ("retrain", "val", "test") and fold is None:
         raise ValueError(f"{kind}: a fold is needed")
+    if seed is not None:
+        if kind != "search":
+            raise ValueError(f"{kind}: only the search has seeded folders")
+        return search_seed_dir(work_root, task, mem, seed) / SUMMARY
     return {
-        "search": lambda: run / SUMMARY,  # written after arch.json, arch.pth and the pictures
+        "search": lambda: run / SUMMARY,  # written after arch.json, arch.pth and the pictures (with SEARCH_SEEDS:
+        # after the chosen search's files and search_choice.json)
         "retrain": lambda: retrain_dir(run, fold, baseline) / SUMMARY,
         "val": lambda: eval_dir(run, "val", fold) / SUMMARY,
         "test": lambda: eval_dir(run, "test", fold) / SUMMARY,
