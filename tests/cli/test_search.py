@@ -35,7 +35,8 @@ def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_short_search_writes_outputs(tiny_args, tmp_path):
     # Annealed to a low temperature: the decoded architecture must still be the tau = 1 decode of the final logits.
-    r = _run(tiny_args(*FAST, "--EF", "2", "--ef_end", "0.1"))
+    # The paper's decode (the tiny preset decodes within the budget).
+    r = _run(tiny_args(*FAST, "--EF", "2", "--ef_end", "0.1", "--decode", "paper"))
     assert r.returncode == 0, r.stderr[-2000:]
     out = run_dir(tmp_path / "work")
     arch = load_arch(out / "arch.json")
@@ -113,7 +114,7 @@ def test_decode_budget_decodes_a_finished_search_again_within_the_budget(tiny_ar
     """--decode budget on a finished search: resumed at its end, decoded again; the result is the most probable
     consistent architecture within --mem (an exhaustive enumeration here), the paper's decode recorded beside it."""
     args = [*FAST, "--mem", "0.32"]
-    assert _run(tiny_args(*args)).returncode == 0
+    assert _run(tiny_args(*args, "--decode", "paper")).returncode == 0
     out = tmp_path / "work" / "search-bilevel-ent-mem0.32-Task99_Demo"
     # Eight iterations leave the paths near their start; logits that favour many paths make the paper's decode miss
     # the budget (a checkpoint of plain tensors: edited like any other). One op everywhere (conv_3x3x3): then no
@@ -122,7 +123,7 @@ def test_decode_budget_decodes_a_finished_search_again_within_the_budget(tiny_ar
     state["model"]["alpha_a"] = torch.tensor([[2.0, 1.5, 1.0, 2.5], [1.0, 2.0, 2.5, 0.5]])
     state["model"]["alpha_c"] = torch.nn.functional.one_hot(torch.ones(2, 4, dtype=torch.long), 5).float()
     torch.save(state, out / "latest.pt")
-    r = _run(tiny_args(*args))
+    r = _run(tiny_args(*args, "--decode", "paper"))
     assert r.returncode == 0 and "resumed from" in r.stderr, r.stderr[-2000:]
     paper = load_arch(out / "arch.json")
     assert paper.decode == "paper" and paper.mem_ratio > 0.32  # the paper's decode misses the budget
