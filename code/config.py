@@ -136,6 +136,11 @@ def build_parser(stage: str, prog: str | None = None, description: str | None = 
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--base_lr", type=float, default=0.025, help="SGD learning rate, multiplied by the number of processes")
+    g.add_argument("--lr_schedule", type=str, default="step", choices=["step", "cosine", "poly"],
+                   help="retrain: step halves --base_lr at each of --lr_milestones (the paper's); cosine decays it "
+                        "to 0 along half a cosine; poly as (1 - it/iters)^0.9 (nnU-Net's)")
+    g.add_argument("--lr_milestones", type=float, nargs="+", default=[0.2, 0.4, 0.6, 0.8], metavar="FRAC",
+                   help="retrain with --lr_schedule step: fractions of --iters at which the learning rate halves")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     g.add_argument("--weight_decay", type=float, default=4e-5, help="SGD weight decay")
     g.add_argument("--grad_clip", type=float, default=0.5, help="gradient-norm clipping (0 disables)")
@@ -374,6 +379,8 @@ def validate(cfg: argparse.Namespace) -> None:
         raise ConfigError(f"{where(cfg, 'fold')} must be in 0..{cfg.num_folds - 1}, got {cfg.fold}")
     if cfg.stage == "search" and cfg.warmup_iters > cfg.iters:
         raise ConfigError(f"{where(cfg, 'warmup_iters')} ({cfg.warmup_iters}) exceeds --iters ({cfg.iters})")
+    if any(not 0 < m <= 1 for m in cfg.lr_milestones):
+        raise ConfigError(f"{where(cfg, 'lr_milestones')} must be fractions in (0, 1], got {cfg.lr_milestones}")
     if cfg.channel_mul is not None and cfg.channel_mul <= 0:
         raise ConfigError(f"{where(cfg, 'channel_mul')} must be > 0, got {cfg.channel_mul}")
     if not 0 < cfg.mem <= 1:

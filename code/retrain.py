@@ -39,10 +39,8 @@ from dints.train.modelfile import retrain_facts
 from dints.train.optim import optimise
 from dints.train.progress import plot_retraining
 from dints.train.runloop import RunLoop, Step, Validation
-from dints.train.schedule import step_lr
+from dints.train.schedule import retrain_lr
 
-#: The learning rate halves at these fractions of the iterations.
-RETRAIN_LR_MILESTONES = (0.2, 0.4, 0.6, 0.8)
 #: Options that must not change when retraining resumes from latest.pt: those that decide its result (``--arch_seed``
 #: and ``--arch_mem`` only for ``--arch random``: :func:`dints.run.settings.decisive_keys`).
 RESUME_KEYS = list(RECORD_KEYS["retrain"])
@@ -206,7 +204,7 @@ def run_retrain(cfg) -> Path:
         save_arch(arch, out / layout.ARCH)
 
     def step(it: int) -> Step:
-        lr = step_lr(base_lr, it, cfg.iters, RETRAIN_LR_MILESTONES)
+        lr = retrain_lr(base_lr, it, cfg.iters, cfg.lr_schedule, cfg.lr_milestones)
         for g in opt.param_groups:
             g["lr"] = lr
         batch = next(loader)

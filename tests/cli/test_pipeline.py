@@ -72,6 +72,10 @@ def test_retrain_checkpoints(pipeline):
     assert {"optimizer", "scaler", "loader", "rng", "config", "best_dice"} <= set(latest)
     summary = json.loads((run / "retrain-fold0" / "summary.json").read_text())
     assert summary["best_dice"] == pytest.approx(best["best_dice"])
+    # tiny.yaml's cosine schedule, base_lr 0.1, over the 8 iterations: 0.05 * (1 + cos(pi * it / 8)) at the logged
+    # iterations 0 and 7 (the last): 0.1 and 0.05 * (1 - 0.92388) = 0.0038060
+    lrs = {row["iteration"]: row["lr"] for row in latest["trace"]}
+    assert lrs[0] == pytest.approx(0.1) and lrs[7] == pytest.approx(0.0038060, abs=1e-7)
 
 
 def test_validation_table(pipeline):

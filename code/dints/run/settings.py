@@ -28,7 +28,7 @@ RECORD_KEYS: dict[str, tuple[str, ...]] = {
     "search": (*_TRAINING, "blocks", "levels", "channel_mul", "opset", "cellop", "use_downsample", "warmup_iters",
                "use_max", "path_num", "path_iters", "mem", "decode", "EF", "ef_end", "EP", "topology", "topology_weight",
                "arch_lr"),
-    "retrain": (*_TRAINING, "arch", "arch_seed", "arch_mem", "channel_mul", "val_interval", "sw_overlap"),
+    "retrain": (*_TRAINING, "arch", "arch_seed", "arch_mem", "channel_mul", "lr_schedule", "lr_milestones", "val_interval", "sw_overlap"),
     "val": (*_INFERENCE, "save_val"),
     "test": _INFERENCE,
     "fuse": ("task", "num_folds"),

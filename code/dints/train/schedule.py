@@ -3,6 +3,7 @@ and "The stages")."""
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 
@@ -39,3 +40,21 @@ def temperature(it: int, warmup: int, total: int, ef: int, ef_end: float) -> flo
         raise ValueError(f"EF must be 0 or 2, got {ef}")
     frac = min(1.0, (it - warmup) / max(total - warmup - 1, 1))
     return 1.0 + (ef_end - 1.0) * frac
+
+
+def retrain_lr(base_lr: float, it: int, total: int, schedule: str, milestones: Sequence[float]) -> float:
+    """Learning rate of retraining at iteration ``it`` of ``total``.
+
+    Args:
+        schedule: ``step`` (:func:`step_lr` at ``milestones``, the paper's), ``cosine`` (half a cosine from
+            ``base_lr`` at iteration 0 down to 0 at ``total``) or ``poly`` (``base_lr * (1 - it / total) ** 0.9``).
+        milestones: fractions of ``total`` at which ``step`` halves the rate (unused by the others).
+    """
+    frac = min(max(it, 0) / max(total, 1), 1.0)
+    if schedule == "step":
+        return step_lr(base_lr, it, total, milestones)
+    if schedule == "cosine":
+        return 0.5 * base_lr * (1.0 + math.cos(math.pi * frac))
+    if schedule == "poly":
+        return base_lr * (1.0 - frac) ** 0.9
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}")
