@@ -120,7 +120,11 @@ def build_parser(stage: str, prog: str | None = None, description: str | None = 
                    help="memory budget as a fraction of the full supernet (MEM in the authors' published code)")
     g.add_argument("--decode", type=str, default="paper", choices=["paper", "budget"],
                    help="paper: the most probable topology-consistent architecture, whatever its memory (the paper's "
-                        "decode); budget: the most probable one whose memory ratio is at most --mem")
+                        "decode); budget: the most probable one whose memory ratio lies in [--mem - --decode_band, "
+                        "--mem], or, if none does, at most --mem")
+    g.add_argument("--decode_band", type=float, default=0.1,
+                   help="with --decode budget: how far under --mem to look first, as a fraction of the full supernet's "
+                        "memory (1: anything within --mem)")
     g.add_argument("--use_max", type=int, default=1, choices=[0, 1],
                    help="1: one-shot supernet (every path and op runs; the paper's search); 0: sample --path_num paths "
                         "per block")
@@ -385,6 +389,8 @@ def validate(cfg: argparse.Namespace) -> None:
         raise ConfigError(f"{where(cfg, 'channel_mul')} must be > 0, got {cfg.channel_mul}")
     if not 0 < cfg.mem <= 1:
         raise ConfigError(f"{where(cfg, 'mem')} must be in (0, 1], got {cfg.mem}")
+    if not 0 <= cfg.decode_band <= 1:
+        raise ConfigError(f"{where(cfg, 'decode_band')} must be in [0, 1], got {cfg.decode_band}")
     if cfg.arch_mem is not None and not 0 < cfg.arch_mem <= 1:
         raise ConfigError(f"{where(cfg, 'arch_mem')} must be in (0, 1], got {cfg.arch_mem}")
     if not 0 <= cfg.sw_overlap < 1:

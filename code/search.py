@@ -39,9 +39,9 @@ from dints.train.progress import plot_search
 from dints.train.runloop import RunLoop, Step, Validation
 
 #: Options that must not change when a search resumes from latest.pt: those that decide its training (all that
-#: decide its result but ``--decode``, which only reads the logits: resuming a finished search with another
+#: decide its result but ``--decode`` and ``--decode_band``, which only read the logits: resuming a finished search with another
 #: ``--decode`` decodes it again).
-RESUME_KEYS = [k for k in RECORD_KEYS["search"] if k != "decode"]
+RESUME_KEYS = [k for k in RECORD_KEYS["search"] if k not in ("decode", "decode_band")]
 
 
 def run_search(cfg, seed_folder: bool = False) -> Path:

@@ -219,6 +219,8 @@ CASES = [
     Case("option out of range", "search", r"--mem must be in \(0, 1\], got 1\.5", _args("--mem", "1.5")),
     Case("learning-rate milestone out of range", "retrain", r"--lr_milestones must be fractions in \(0, 1\], got "
          r"\[0\.5, 1\.5\]", _args("--lr_milestones", "0.5", "1.5")),
+    Case("decode band out of range", "search", r"--decode_band must be in \[0, 1\], got -0\.1",
+         _args("--decode_band", "-0.1")),
     Case("fold out of range", "retrain", r"--fold must be in 0\.\.4, got 7", _args("--fold", "7")),
     Case("warmup longer than the search", "search", r"--warmup_iters \(9\) exceeds --iters \(8\)",
          _args("--warmup_iters", "9")),

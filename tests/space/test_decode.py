@@ -249,7 +249,7 @@ def _child_indices(got, num_depths):
 
 @pytest.mark.parametrize("num_depths, num_blocks", [(2, 3), (3, 2)])
 @pytest.mark.parametrize("seed", range(4))
-def test_decoding_within_the_budget_is_the_optimum_of_exhaustive_enumeration(num_depths, num_blocks, seed):
+def test_decoding_within_the_budget_and_band_is_the_optimum_of_exhaustive_enumeration(num_depths, num_blocks, seed):
     from dints.space import decode as dec
     from dints.space import relax, topology as topo
     from dints.space.opsets import opset_ops
@@ -266,19 +266,25 @@ def test_decoding_within_the_budget_is_the_optimum_of_exhaustive_enumeration(num
     paper_ratio = float((path_mem * paper.arch_code_a).sum())
     res = dec.MEMORY_RESOLUTION
     assert paper.cost == pytest.approx(min(t[1] for t in table), abs=1e-9)  # same cost scale as the enumeration
-    for budget in (0.0, 0.2, 0.35, 0.5, 0.8, paper_ratio, paper_ratio - 0.01):
-        got = dec.decode_within(alpha_a, alpha_c, path_mem, budget)
-        ratio = float((path_mem * got.arch_code_a).sum())
-        topo.check_codes(got.arch_code_a, got.node_a)  # a runnable architecture
-        if paper_ratio <= budget:  # the paper's decode fits: it is the answer
-            assert got.fits and torch.equal(got.arch_code_a, paper.arch_code_a) and got.cost == paper.cost
-            continue
-        feasible = [t for t in table if t[3] <= np.floor(budget / res + 1e-9)]
-        if not feasible:  # nothing fits: the least memory
-            assert not got.fits and ratio == pytest.approx(min(t[2] for t in table), abs=num_blocks * res)
-            continue
-        assert got.fits and ratio <= budget + 1e-12, (budget, ratio)
-        assert got.cost == pytest.approx(min(t[1] for t in feasible), abs=1e-9)  # the optimum in rounded units
-        under = [t for t in table if t[2] <= budget - num_blocks * res]  # everything well under the budget competes
-        assert not under or got.cost <= min(t[1] for t in under) + 1e-9
-        assert got.cost == pytest.approx(-sum(log_p[b, c] for b, c in enumerate(_child_indices(got, num_depths))))
+    for budget in (0.0, 0.2, 0.35, 0.5, 0.8, paper_ratio, paper_ratio - 0.01, paper_ratio + 0.15):
+        for band in (1.0, 0.1, 0.05):
+            got = dec.decode_within(alpha_a, alpha_c, path_mem, budget, band)
+            ratio = float((path_mem * got.arch_code_a).sum())
+            topo.check_codes(got.arch_code_a, got.node_a)  # a runnable architecture
+            if budget - band <= paper_ratio <= budget:  # the paper's decode lies in the band: it is the answer
+                assert got.fits and torch.equal(got.arch_code_a, paper.arch_code_a) and got.cost == paper.cost
+                continue
+            cap = np.floor(budget / res + 1e-9)
+            feasible = [t for t in table if t[3] <= cap]
+            if not feasible:  # nothing fits: the least memory
+                assert not got.fits and ratio == pytest.approx(min(t[2] for t in table), abs=num_blocks * res)
+                continue
+            assert got.fits and ratio <= budget + 1e-12, (budget, ratio)
+            in_band = [t for t in feasible if t[3] >= np.ceil((budget - band) / res - 1e-9)]
+            assert got.cost == pytest.approx(min(t[1] for t in in_band or feasible), abs=1e-9)  # the optimum (units)
+            if in_band:  # the band's lower edge holds up to the rounding (B units)
+                assert ratio >= budget - band - num_blocks * res, (budget, band, ratio)
+            else:  # nothing in the band: everything well under the budget competes
+                under = [t for t in table if t[2] <= budget - num_blocks * res]
+                assert not under or got.cost <= min(t[1] for t in under) + 1e-9
+            assert got.cost == pytest.approx(-sum(log_p[b, c] for b, c in enumerate(_child_indices(got, num_depths))))

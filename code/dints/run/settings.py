@@ -26,7 +26,7 @@ _INFERENCE = ("task", "fold", "num_folds", "split", *PREPROCESSING_KEYS, "checkp
 #: written with other values for them.
 RECORD_KEYS: dict[str, tuple[str, ...]] = {
     "search": (*_TRAINING, "blocks", "levels", "channel_mul", "opset", "cellop", "use_downsample", "warmup_iters",
-               "use_max", "path_num", "path_iters", "mem", "decode", "EF", "ef_end", "EP", "topology", "topology_weight",
+               "use_max", "path_num", "path_iters", "mem", "decode", "decode_band", "EF", "ef_end", "EP", "topology", "topology_weight",
                "arch_lr"),
     "retrain": (*_TRAINING, "arch", "arch_seed", "arch_mem", "channel_mul", "lr_schedule", "lr_milestones", "val_interval", "sw_overlap"),
     "val": (*_INFERENCE, "save_val"),
@@ -143,6 +143,7 @@ class SearchSettings(_FromOptions):
     topology_weight: float
     mem: float
     decode: str
+    decode_band: float
     use_max: int
     batch_size: int
     num_samples: int

@@ -15,12 +15,16 @@ constant.) Ties - several optimal sequences, or several maximal op logits of an 
 deterministically (lowest index) and counted in :attr:`Decoded.ties` so the caller can report them.
 
 The paper's decode returns the most probable consistent architecture whatever its memory. :func:`decode_within` adds
-the budget: the most probable consistent architecture whose decoded memory ratio is at most the budget. A block's
+the budget: the most probable consistent architecture whose decoded memory ratio lies in the band
+``[budget - band, budget]`` (the memory loss pulls the distribution to the budget from both sides, so the decode
+does not settle far under it), or, when no architecture lies in the band, the most probable one at most the budget.
+A block's
 memory is the sum of its paths' (each with its op), so the same dynamic program carries the memory used so far as a
 second state, in units of :data:`MEMORY_RESOLUTION` of the full architecture; each block's memory is rounded up to a
 unit, so the result never exceeds the budget, and it is the exact optimum among the architectures whose rounded-up
-memory fits (every architecture at least ``B`` units under the budget is among them). When the paper's decode already
-fits, it is the answer (the unconstrained optimum is the constrained one).
+memory fits (every architecture at least ``B`` units under the budget is among them); the band's lower edge is
+applied to the rounded units too. When the paper's decode already lies in the band, it is the answer (the
+unconstrained optimum is the constrained one).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from dints.space import relax, topology
 TIE_RTOL = 1e-9
 #: The memory unit of :func:`decode_within`: this fraction of the full architecture's memory.
 MEMORY_RESOLUTION = 1e-3
+#: How far under the budget :func:`decode_within` looks first (``--decode_band``), as a fraction of the full memory.
+DECODE_BAND = 0.1
 
 
 class Decoded(NamedTuple):
@@ -155,8 +161,9 @@ def decode(alpha_a: torch.Tensor, alpha_c: torch.Tensor) -> Decoded:
 
 
 def decode_paths_within(log_p: torch.Tensor | np.ndarray, child_memory: torch.Tensor | np.ndarray, budget: float,
-                        resolution: float = MEMORY_RESOLUTION) -> tuple[torch.Tensor, torch.Tensor, float, int, bool]:
-    """Most probable consistent sequence of children whose memory is within ``budget``.
+                        resolution: float = MEMORY_RESOLUTION, floor: float = 0.0,
+                        ) -> tuple[torch.Tensor, torch.Tensor, float, int, bool]:
+    """Most probable consistent sequence of children whose memory lies in ``[floor, budget]``, else at most ``budget``.
 
     Args:
         log_p: child log-probabilities, shape ``(B, 2**P - 1)``.
@@ -164,6 +171,7 @@ def decode_paths_within(log_p: torch.Tensor | np.ndarray, child_memory: torch.Te
             :func:`dints.space.relax.decoded_path_memory`).
         budget: the largest total memory, as a fraction of the full architecture's.
         resolution: the memory unit; each child's memory is rounded up to whole units.
+        floor: the band's lower edge (in rounded units); 0 for the most probable sequence within ``budget``.
 
     Returns:
         ``(node_a, arch_code_a, cost, ties, fits)`` as :func:`decode_paths`, plus whether anything fitted: when no
@@ -198,14 +206,19 @@ def decode_paths_within(log_p: torch.Tensor | np.ndarray, child_memory: torch.Te
             choice[b, o, k:][better] = c
         best = new
     if fits:
-        flat = int(np.argmin(best))  # the first minimum: lowest pattern, then fewest units
+        lo = min(max(int(np.ceil(floor / resolution - 1e-9)), 0), limit)
+        if not np.isfinite(best[:, lo:]).any():  # nothing in the band: anything within the budget
+            lo = 0
+        region = best[:, lo:]
+        pattern, used = divmod(int(np.argmin(region)), region.shape[1])  # the first minimum: lowest pattern, fewest units
+        used += lo
     else:  # the least memory first, then the most probable
-        u = int(np.flatnonzero(np.isfinite(best).any(axis=0))[0])
-        flat = int(np.argmin(best[:, u])) * (limit + 1) + u
-    pattern, used = divmod(flat, limit + 1)
+        region = None
+        used = int(np.flatnonzero(np.isfinite(best).any(axis=0))[0])
+        pattern = int(np.argmin(best[:, used]))
     final_cost = float(best[pattern, used])
     tol = TIE_RTOL * max(1.0, abs(final_cost))
-    ties = int((np.abs(best - final_cost) <= tol).sum() > 1) if fits else 0
+    ties = int((np.abs(region - final_cost) <= tol).sum() > 1) if fits else 0
     picked = np.empty(num_blocks, dtype=np.int64)
     for b in range(num_blocks - 1, -1, -1):
         picked[b] = choice[b, pattern, used]
@@ -216,8 +229,9 @@ def decode_paths_within(log_p: torch.Tensor | np.ndarray, child_memory: torch.Te
 
 
 def decode_within(alpha_a: torch.Tensor, alpha_c: torch.Tensor, path_memory: torch.Tensor, budget: float,
-                  resolution: float = MEMORY_RESOLUTION) -> Decoded:
-    """The most probable consistent architecture whose decoded memory ratio is at most ``budget``.
+                  band: float = DECODE_BAND, resolution: float = MEMORY_RESOLUTION) -> Decoded:
+    """The most probable consistent architecture whose decoded memory ratio lies in ``[budget - band, budget]``, or
+    if none does, the most probable one at most ``budget``.
 
     Ops are decoded first (the argmax of each cell's op logits, as in :func:`decode`); ``path_memory`` gives each
     path's memory with its op (:func:`dints.space.relax.decoded_path_memory` of those op codes).
@@ -227,6 +241,7 @@ def decode_within(alpha_a: torch.Tensor, alpha_c: torch.Tensor, path_memory: tor
         alpha_c: op logits, shape ``(B, P, K)``.
         path_memory: ``(B, P)`` fractions of the full architecture's memory.
         budget: the memory budget (``--mem``).
+        band: how far under the budget to look first (``--decode_band``; 1 or more: anything within the budget).
         resolution: the memory unit (see the module docstring).
 
     Returns:
@@ -236,12 +251,13 @@ def decode_within(alpha_a: torch.Tensor, alpha_c: torch.Tensor, path_memory: tor
         raise ValueError(f"alpha_c shape {tuple(alpha_c.shape)} does not match alpha_a shape {tuple(alpha_a.shape)}")
     path_memory = torch.as_tensor(path_memory, dtype=torch.float64)
     paper = decode(alpha_a, alpha_c)
-    if float((path_memory * paper.arch_code_a).sum()) <= budget:  # the unconstrained optimum fits: it is the answer
+    if budget - band <= float((path_memory * paper.arch_code_a).sum()) <= budget:  # the unconstrained optimum fits
         return paper
     with torch.no_grad():
         kids = topology.children(topology.depths_from_paths(alpha_a.shape[-1])).double()  # (C, P)
         node_a, arch_code_a, cost, ties, fits = decode_paths_within(
-            relax.log_child_probs(alpha_a.detach().cpu().double()), path_memory @ kids.T, budget, resolution)
+            relax.log_child_probs(alpha_a.detach().cpu().double()), path_memory @ kids.T, budget, resolution,
+            floor=budget - band)
         logits_c = alpha_c.detach().cpu()
         arch_code_c = logits_c.argmax(dim=-1)
         op_ties = ((logits_c == logits_c.max(-1, keepdim=True).values).sum(-1) > 1) & arch_code_a.bool()

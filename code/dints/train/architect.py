@@ -127,14 +127,14 @@ class Architect:
 
         Ops are decoded first, the same for both (each cell's most likely op); the memory ratios are the decoded
         architectures' own usage/full for the crop batch of this search. ``budget`` is ``paper`` itself when that
-        already fits ``--mem``; otherwise the most probable consistent architecture within it (~0.1 s at D=4, B=12),
-        or, if none fits, the one of least memory.
+        already lies in ``[--mem - --decode_band, --mem]``; otherwise the most probable consistent architecture there,
+        else within ``--mem`` (~0.1 s at D=4, B=12), or, if none fits, the one of least memory.
         """
         a, c, net = self.net.alpha_a.detach().cpu(), self.net.alpha_c.detach().cpu(), self.net
         paper = decode(a, c)
         share = relax.decoded_path_memory(paper.arch_code_c, net.ops, self.mem_shape, net.channel_mul,
                                           net.use_downsample)
-        budget = decode_within(a, c, share, self.settings.mem)
+        budget = decode_within(a, c, share, self.settings.mem, self.settings.decode_band)
 
         def of(d: Decoded) -> Decoding:
             return Decoding(d, float((share * d.arch_code_a).sum()), -float(d.cost))
