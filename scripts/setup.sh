@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up: .venv with the pinned requirements, Debian's graphviz when `dot` is missing,
-# and (with --with-horovod) Horovod 0.28.1 built for PyTorch + Gloo.
+# (with --with-horovod) Horovod 0.28.1 built for PyTorch + Gloo, and (with --with-browser) Debian's chromium.
 #
-#   bash scripts/setup.sh [--with-horovod]
+#   bash scripts/setup.sh [--with-horovod] [--with-browser]
 #
 # Environment: VENV (default .venv), PYTHON (default python3), HOROVOD_WHEEL_DIR (default ~/.cache/dints-wheels),
 # TORCH_INDEX_URL (a PyTorch wheel index, e.g. https://download.pytorch.org/whl/cu128, for the CUDA build of the
@@ -16,27 +16,35 @@ WHEELS=${HOROVOD_WHEEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dints-wheels}
 GPU_OPS=${HOROVOD_GPU_OPERATIONS:-}
 if [ -n "$GPU_OPS" ]; then WHEELS="$WHEELS/$(echo "$GPU_OPS" | tr '[:upper:]' '[:lower:]')"; fi
 WITH_HOROVOD=0
+WITH_BROWSER=0
 for arg in "$@"; do
   case "$arg" in
     --with-horovod) WITH_HOROVOD=1 ;;
+    --with-browser) WITH_BROWSER=1 ;;
     -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
-    *) echo "setup.sh: unknown argument '$arg' (expected --with-horovod)" >&2; exit 2 ;;
+    *) echo "setup.sh: unknown argument '$arg' (expected --with-horovod or --with-browser)" >&2; exit 2 ;;
   esac
 done
 
 log() { printf '[setup] %s\n' "$*"; }
 
-# 1. System package: graphviz's `dot` renders architecture pictures.
-if ! command -v dot >/dev/null 2>&1; then
+# apt_package COMMAND PACKAGE WHAT: install the Debian PACKAGE when COMMAND is missing (as root), else warn that
+# WHAT will be skipped.
+apt_package() {
+  command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    log "installing Debian graphviz"
+    log "installing Debian $2"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null || apt-get update
-    apt-get install -y -qq graphviz >/dev/null || apt-get install -y graphviz
+    apt-get install -y -qq "$2" >/dev/null || apt-get install -y "$2"
   else
-    log "warning: 'dot' (graphviz) is missing and cannot be installed without root; pictures will be skipped"
+    log "warning: '$1' ($2) is missing and cannot be installed without root; $3 will be skipped"
   fi
-fi
+}
+
+# 1. System packages: graphviz's `dot` renders architecture pictures; chromium checks the results page in a browser.
+apt_package dot graphviz "pictures"
+if [ "$WITH_BROWSER" = 1 ]; then apt_package chromium chromium "the browser test"; fi
 
 # 2. Virtual environment with the pinned requirements (pip skips what is already satisfied).
 if [ ! -x "$VENV/bin/python" ]; then

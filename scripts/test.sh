@@ -5,17 +5,7 @@
 # Fails when pytest fails or when no test ran (pytest exit status 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --with-horovod
-if ! command -v chromium >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[test] installing Debian chromium (a headless browser for the results page's test)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null || apt-get update
-    apt-get install -y -qq chromium >/dev/null || apt-get install -y chromium
-  else
-    echo "[test] warning: chromium is missing and cannot be installed without root; the browser test will skip"
-  fi
-fi
+bash scripts/setup.sh --with-horovod --with-browser  # chromium: the results page's test opens it in a browser
 export PATH="${VENV:-$PWD/.venv}/bin:$PATH"
 rc=0
 python -m pytest "$@" || rc=$?

@@ -8,22 +8,11 @@ import json
 from config import load_config
 from dints.data.msd import load_task
 from dints.run import layout
+from helpers.fake_runs import fake_run
 from helpers.stages import module
 
 TASK = "Task99_Demo"
 DICE = {0: 0.6, 1: 0.8123, 2: 0.7, 3: 0.91, 4: 0.55}  # stage 3's mean Dice per fold, made up
-
-
-def fake_run(work, search_fold, dice, **record_extra):
-    run = layout.search_dir(work, TASK, 0.8)
-    run.mkdir(parents=True)
-    (run / "config_search.json").write_text(json.dumps({"config": {"fold": search_fold}, **record_extra}))
-    for k, d in dice.items():
-        folder = layout.eval_dir(run, "val", k)
-        folder.mkdir()
-        classes = {n: {"dice": {"mean": d}, "hd95": {"mean": 2.5}} for n in ("organ", "lesion")}
-        (folder / "summary.json").write_text(json.dumps({"mean_dice": d, "cases": 2, "classes": classes}))
-    return run
 
 
 def report_text(work, demo_root, *extra):

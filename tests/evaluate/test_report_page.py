@@ -5,32 +5,17 @@ run folders made by hand with per-fold numbers the test averages itself."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from dints.data.msd import load_task
 from dints.evaluate.report_page import INDEX, SearchExposure, build, dice_summary, fold_dice, search_exposure
 from dints.run import layout
+from helpers.fake_runs import fake_run
 
 TASK = "Task99_Demo"
 #: Stage 3's mean Dice per fold, made up.
 DICE = {0: 0.81234, 1: 0.77, 2: 0.90111, 3: 0.65, 4: 0.7}
-
-
-def fake_run(work: Path, search_fold: int | None, dice: dict[int, float], **record_extra) -> Path:
-    """A run folder with the search's record (its fold) and each fold's stage-3 summary."""
-    run = layout.search_dir(work, TASK, 0.8)
-    run.mkdir(parents=True)
-    if search_fold is not None:
-        (run / "config_search.json").write_text(json.dumps({"config": {"fold": search_fold, "seed": 0},
-                                                            **record_extra}))
-    for k, d in dice.items():
-        folder = layout.eval_dir(run, "val", k)
-        folder.mkdir()
-        classes = {n: {"dice": {"mean": d}, "hd95": {"mean": 3.0}} for n in ("organ", "lesion")}
-        (folder / "summary.json").write_text(json.dumps({"mean_dice": d, "cases": 2, "classes": classes}))
-    return run
 
 
 def expected_mean(dice: dict[int, float]) -> str:
