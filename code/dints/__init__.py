@@ -9,8 +9,9 @@ others (function-local imports count); ``tests/test_package.py`` enforces both. 
    the tests), ``runlog``, ``profiling``.
 1. ``space/``, the search space and what lives in it (paper §3-§4): ``topology`` (paths, children, node patterns,
    the architecture-code check), ``sizes`` (paths per block, the channel ladder, input divisibility), ``opsets``
-   (the op table, plain data), ``kernels`` (CPU kernels), ``ops`` (modules), ``relax`` (continuous relaxation, entropy/topology/memory losses), ``sampling`` (path
-   sampling), ``decode`` (logits to a discrete architecture), ``supernet``, ``network`` (the discrete network),
+   (the op table, plain data), ``kernels`` (CPU kernels), ``ops`` (modules), ``relax`` (continuous relaxation,
+   entropy/topology/memory losses), ``sampling`` (path sampling), ``decode`` (logits to a discrete architecture),
+   ``supernet``, ``network`` (the discrete network),
    ``network_memory`` (its training memory in MB, predicted), ``archfile`` (arch.json and MONAI arch codes),
    ``baselines`` (the random, CVPR 2021 and U-shaped architectures), ``visual`` (pictures).
    And ``data/``, tasks in: ``msd`` (dataset.json and file checks), ``msd_size`` (original sizes), ``splits``,
