@@ -24,19 +24,16 @@ import pytest
 import torch
 
 from helpers import stages
-from helpers.stages import FAST, ROOT
+from helpers.stages import FAST, ROOT, RUN, TASK, TINY
 
 pytestmark = pytest.mark.slow  # runs every stage in-process: about a minute
-TASK = "Task99_Demo"
-RUN = f"search-bilevel-ent-mem0.8-{TASK}"
-TINY = str(ROOT / "configs" / "tiny.yaml")
 
 
 @pytest.fixture(scope="module")
 def finished(demo_root, tmp_path_factory) -> Path:
     """A work root holding a finished run: search, fold 0 retrained, validated and inferred, fused, resampled."""
     work = tmp_path_factory.mktemp("finished")
-    base = ["--config", TINY, "--data_root", str(demo_root), "--task", TASK, "--work_root", str(work), *FAST]
+    base = stages.tiny_base(demo_root, work)
     stages.module("search").main(base)
     stages.module("retrain").main(base)
     stages.module("test").main([*base, "--split", "val"])

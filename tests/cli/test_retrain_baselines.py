@@ -14,11 +14,8 @@ from dints.errors import ConfigError
 from dints.space import relax
 from dints.space.archfile import Arch, load_arch, save_arch
 from helpers import stages
-from helpers.stages import FAST, ROOT
+from helpers.stages import FAST, ROOT, RUN, TASK, TINY
 
-TASK = "Task99_Demo"
-RUN = f"search-bilevel-ent-mem0.8-{TASK}"
-TINY = str(ROOT / "configs" / "tiny.yaml")
 # A searched architecture of FAST's space (2 blocks, 2 levels) with its memory ratio, as the search writes it.
 SEARCHED = {"num_blocks": 2, "num_depths": 2, "opset": 1,
             "ops": ["skip_connect", "conv_3x3x3", "conv_3x3x1", "conv_3x1x3", "conv_1x3x3"],

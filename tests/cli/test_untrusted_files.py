@@ -10,18 +10,15 @@ from pathlib import Path
 import pytest
 
 from helpers import payload, stages
-from helpers.stages import FAST, ROOT
+from helpers.stages import FAST, RUN, TASK, TINY
 
 pytestmark = pytest.mark.slow  # a short search and retraining first, then each stage in this process
-TASK = "Task99_Demo"
-RUN = f"search-bilevel-ent-mem0.8-{TASK}"
-TINY = str(ROOT / "configs" / "tiny.yaml")
 
 
 @pytest.fixture(scope="module")
 def trained(demo_root, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("trained")
-    base = ["--config", TINY, "--data_root", str(demo_root), "--task", TASK, "--work_root", str(work), *FAST]
+    base = stages.tiny_base(demo_root, work)
     stages.module("search").main(base)
     stages.module("retrain").main(base)
     from dints.run import lock

@@ -15,7 +15,16 @@ ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--blocks", "2", "--levels", "2", "--patch_size", "16", "16", "16", "--spacing", "4", "4", "4",
         "--channel_mul", "0.25", "--path_num", "3", "--iters", "8", "--warmup_iters", "4", "--val_interval", "4",
         "--ckpt_interval", "2", "--sw_batch_size", "8"]
+TASK = "Task99_Demo"
+#: The run folder of the default budget (0.8), spelled by hand.
+RUN = f"search-bilevel-ent-mem0.8-{TASK}"
+TINY = str(ROOT / "configs" / "tiny.yaml")
 _modules: dict[str, object] = {}
+
+
+def tiny_base(demo_root: Path, work: Path) -> list[str]:
+    """The options of a test's in-process stage calls: the tiny preset made faster (FAST), the demo task, ``work``."""
+    return ["--config", TINY, "--data_root", str(demo_root), "--task", TASK, "--work_root", str(work), *FAST]
 
 
 def module(script: str):
