@@ -39,8 +39,8 @@ from dints.train.progress import plot_search
 from dints.train.runloop import RunLoop, Step, Validation
 
 #: Options that must not change when a search resumes from latest.pt: those that decide its training (all that
-#: decide its result but ``--decode`` and ``--decode_band``, which only read the logits: resuming a finished search with another
-#: ``--decode`` decodes it again).
+#: decide its result but ``--decode`` and ``--decode_band``, which only read the logits: resuming a finished search
+#: with another ``--decode`` decodes it again).
 RESUME_KEYS = [k for k in RECORD_KEYS["search"] if k not in ("decode", "decode_band")]
 
 
@@ -88,6 +88,8 @@ def run_search(cfg, seed_folder: bool = False) -> Path:
         decoded["codes"] = state.get("decoded_codes")
     ctx.record_config()
 
+    shown = {"mem": "-"}  # the decoded memory ratio, as of the last logged iteration (decoding is off the hot path)
+
     def step(it: int) -> Step:
         if not cfg.use_max and it % cfg.path_iters == 0:
             net.sample_paths(cfg.path_num, path_gen, tau=arch.tau(it))
@@ -106,8 +108,6 @@ def run_search(cfg, seed_folder: bool = False) -> Path:
                                 "topo": f"{t['topology']:.2f}", "mem": shown["mem"],
                                 "mem_exp": f"{t['mem_ratio']:.3f}", "tau": f"{t['tau']:.2f}"})
         return out
-
-    shown = {"mem": "-"}  # the decoded memory ratio, as of the last logged iteration (decoding is off the hot path)
 
     def log_scalars(it: int) -> dict[str, float]:
         p = relax.op_weights(net.alpha_c, arch.tau(it))

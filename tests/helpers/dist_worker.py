@@ -38,7 +38,8 @@ from dints.train.architect import Architect  # noqa: E402
 
 SETTINGS = SearchSettings(base_lr=0.1, momentum=0.9, weight_decay=4e-5, arch_lr=0.05, grad_clip=0.5, iters=4,
                           warmup_iters=0, EF=0, ef_end=0.1, EP=1, topology=1, topology_weight=0.001, mem=0.8,
-                          decode="paper", decode_band=0.1, use_max=0, batch_size=1, num_samples=1, patch_size=(16, 16, 16))
+                          decode="paper", decode_band=0.1, use_max=0, batch_size=1, num_samples=1,
+                          patch_size=(16, 16, 16))
 
 
 def _mean_grads(params, losses) -> bool:

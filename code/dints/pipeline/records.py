@@ -2,8 +2,9 @@
 
 Every stage writes ``config_<stage>.json`` (:func:`dints.run.layout.config_record`): the resolved options it ran with
 and the software environment. A stage is finished when its marker exists (:func:`dints.run.layout.stage_marker`).
-The options that decide a stage's result are :data:`dints.run.settings.RECORD_KEYS`; a finished stage whose record holds other values
-for them is not reused as if it were the new one: the driver refuses, naming the first option that differs.
+The options that decide a stage's result are :data:`dints.run.settings.RECORD_KEYS`; a finished stage whose record
+holds other values for them is not reused as if it were the new one: the driver refuses, naming the first option
+that differs.
 The folds are the exception: stage 5 fuses again when asked for other folds than it fused, and stage 6 resamples
 again when stage 5 has fused again.
 
@@ -107,9 +108,9 @@ def status(kind: str, current: dict[str, Any], work_root: str | Path, task: str,
             SEARCH_SEEDS >= 2; their ``--seed`` is not compared); None: one search.
 
     Raises:
-        ConfigError: the stage is finished but was made with other values of :data:`dints.run.settings.RECORD_KEYS`, or (the search)
-            made by a choice among other seeds, or by one search where this run chooses among several (naming what
-            differs and the two ways out).
+        ConfigError: the stage is finished but was made with other values of
+            :data:`dints.run.settings.RECORD_KEYS`, or (the search) made by a choice among other seeds, or by one
+            search where this run chooses among several (naming what differs and the two ways out).
     """
     baseline = layout.baseline_of(current.get("arch")) if kind == "retrain" else None
     marker = layout.stage_marker(work_root, task, mem, kind, fold, baseline, seed=seed)

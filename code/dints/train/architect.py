@@ -122,8 +122,9 @@ class Architect:
             logits = self.net(x, use_max=bool(self.settings.use_max), tau=tau)
         return self.loss_fn(logits.float(), y)
 
-    def decodings(self) -> dict[str, Decoding]:
-        """The current logits decoded both ways (at tau = 1), ``paper`` and ``budget`` (docs/method.md, "Decoding").
+    def decodings(self, budget: bool = True) -> dict[str, Decoding]:
+        """The current logits decoded both ways (at tau = 1), ``paper`` and ``budget`` (docs/method.md, "Decoding");
+        with ``budget`` False the paper's decode only.
 
         Ops are decoded first, the same for both (each cell's most likely op); the memory ratios are the decoded
         architectures' own usage/full for the crop batch of this search. ``budget`` is ``paper`` itself when that
@@ -134,16 +135,18 @@ class Architect:
         paper = decode(a, c)
         share = relax.decoded_path_memory(paper.arch_code_c, net.ops, self.mem_shape, net.channel_mul,
                                           net.use_downsample)
-        budget = decode_within(a, c, share, self.settings.mem, self.settings.decode_band)
 
         def of(d: Decoded) -> Decoding:
             return Decoding(d, float((share * d.arch_code_a).sum()), -float(d.cost))
 
-        return {"paper": of(paper), "budget": of(budget)}
+        if not budget:
+            return {"paper": of(paper)}
+        return {"paper": of(paper), "budget": of(decode_within(a, c, share, self.settings.mem,
+                                                                self.settings.decode_band))}
 
     def decoded_ratios(self) -> dict[str, float]:
         """The decoded memory ratios to log: the chosen decode's, and the paper's beside it when ``--decode budget``."""
-        both = self.decodings()
+        both = self.decodings(budget=self.settings.decode != "paper")  # the budget decode only when it is logged
         ratios = {"memory/ratio_decoded": both[self.settings.decode].mem_ratio}
         if self.settings.decode != "paper":
             ratios["memory/ratio_decoded_paper"] = both["paper"].mem_ratio
