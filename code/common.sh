@@ -176,23 +176,28 @@ checkpoint_arg() {  # checkpoint_arg [FOLD] -> "--checkpoint FILE" when CHECKPOI
 }
 
 per_fold() {  # per_fold NAME KIND SCRIPT : run SCRIPT for every task and fold; skip finished folds unless FORCE=1
-  # The driver defines stage_args [FOLD], echoing the stage's own options ('{fold}' where no fold is given).
+  # The driver defines stage_args [FOLD], echoing the stage's own options ('{fold}' where no fold is given). The
+  # unfinished folds of a task run in one process (--folds), one after the other: torch and MONAI start once.
   local name=$1 kind=$2 script=$3 task out line fold what marker
-  local -a lines
+  local -a lines todo
   for task in $TASKS; do
     # shellcheck disable=SC2046
     out=$(stage_status "$kind" $(common_args "$task") $(folds_arg) $(stage_args)) || return $?
     echo "[$name] $task: $(preset_note "$task")"
     mapfile -t lines <<< "$out"
+    todo=()
     for line in "${lines[@]}"; do
       read -r fold what marker <<< "$line"
       case $what in
         none) echo "[$name] $task: dataset.json lists no test images, nothing to do" ;;
         done) echo "[$name] $task fold $fold: done ($marker), skipping" ;;
-        *) echo "[$name] $task fold $fold"
-           # shellcheck disable=SC2046
-           launch "$script" $(common_args "$task") --fold "$fold" $(stage_args "$fold") || return $? ;;
+        *) todo+=("$fold") ;;
       esac
     done
+    if [ "${#todo[@]}" -gt 0 ]; then
+      echo "[$name] $task fold$([ "${#todo[@]}" -gt 1 ] && echo s) ${todo[*]}"
+      # shellcheck disable=SC2046
+      launch "$script" $(common_args "$task") --folds "${todo[@]}" $(stage_args) || return $?
+    fi
   done
 }

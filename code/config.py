@@ -176,7 +176,9 @@ def build_parser(stage: str, prog: str | None = None, description: str | None = 
                    help="retrain.py --arch random: the memory ratio to draw at, in (0, 1] (within 0.03); default: "
                         "the searched architecture's mem_ratio")
     g.add_argument("--checkpoint", type=str, default=None, help="model checkpoint to test (default: the fold's best.pt)")
-    g.add_argument("--folds", type=int, nargs="+", default=None, help="fuse.py: folds to fuse (default 0..num_folds-1)")
+    g.add_argument("--folds", type=int, nargs="+", default=None,
+                   help="the folds to run, instead of --fold: retrain.py and test.py run each in turn in one process; "
+                        "fuse.py fuses them (default 0..num_folds-1)")
     g.add_argument("--resample", type=int, default=0, choices=[0, 1], help="fuse.py: 1 brings fused labels back to the original grids (stage 6)")
     g.add_argument("--msd_size", type=str, default=None, help="fuse.py --resample: msd_size.json with each case's original size")
     return p
@@ -362,6 +364,28 @@ def load_config(argv: Sequence[str] | None, stage: str, prog: str | None = None,
     return cfg
 
 
+def load_fold_configs(argv: Sequence[str] | None, stage: str) -> list[argparse.Namespace]:
+    """A per-fold stage's configurations, one per fold it runs: each of ``--folds`` in turn, as if run with
+    ``--fold k`` (``{fold}`` in a value stands for k, as in main.sh's CHECKPOINT), else ``--fold``'s one.
+
+    One process running several folds starts torch and MONAI once, not once per fold; code/main.sh runs a stage's
+    unfinished folds so. Each configuration is the one a run with ``--fold k`` alone would record (``folds`` None).
+
+    Raises:
+        ConfigError: as :func:`load_config`.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    base = load_config([v.replace("{fold}", "0") for v in argv], stage)
+    folds = [base.fold] if base.folds is None else list(dict.fromkeys(base.folds))
+    configs = []
+    for k in folds:
+        cfg = load_config([v.replace("{fold}", str(k)) for v in argv] + ["--fold", str(k)], stage)
+        cfg.folds = None
+        cfg.sources.pop("folds", None)
+        configs.append(cfg)
+    return configs
+
+
 def where(cfg: argparse.Namespace, key: str) -> str:
     """How an option got its value, for error messages: ``--key`` plus its source."""
     src = getattr(cfg, "sources", {}).get(key)
@@ -381,6 +405,8 @@ def validate(cfg: argparse.Namespace) -> None:
         raise ConfigError(f"{where(cfg, 'levels')} must be >= 2, got {cfg.levels}")
     if not 0 <= cfg.fold < cfg.num_folds:
         raise ConfigError(f"{where(cfg, 'fold')} must be in 0..{cfg.num_folds - 1}, got {cfg.fold}")
+    if cfg.folds is not None and any(not 0 <= k < cfg.num_folds for k in cfg.folds):
+        raise ConfigError(f"{where(cfg, 'folds')} must be in 0..{cfg.num_folds - 1}, got {' '.join(map(str, cfg.folds))}")
     if cfg.stage == "search" and cfg.warmup_iters > cfg.iters:
         raise ConfigError(f"{where(cfg, 'warmup_iters')} ({cfg.warmup_iters}) exceeds --iters ({cfg.iters})")
     if any(not 0 < m <= 1 for m in cfg.lr_milestones):

@@ -12,6 +12,9 @@ and learning rate, redrawn at each validation), ``best.pt`` (best mean foregroun
 ``--arch random``, ``cvpr`` or ``unet`` retrains a baseline instead (docs/method.md, "Baselines"), with the same
 folds, schedule, data stream and seed, into ``<search run>/retrain-<baseline>-fold<k>/``, where it also saves the
 architecture it built as ``arch.json``. Stages 3-6 keep using the searched architecture's ``retrain-fold<k>/``.
+
+``--folds 0 1 2`` instead of ``--fold`` retrains those folds in turn in one process (code/main.sh does so), each
+exactly as with its own ``--fold``.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from config import load_config, preset_value, resolve_task, to_dict, where
+from config import load_fold_configs, preset_value, resolve_task, to_dict, where
 from dints.data.loader import train_loader, val_loader
 from dints.errors import ConfigError
-from dints.pipeline.cli import cli_main
+from dints.pipeline.cli import cli_main, run_folds
 from dints.evaluate.validation import validate
 from dints.io import write_json
 from dints.run import dist, layout
@@ -239,8 +242,8 @@ def run_retrain(cfg) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> Path:
-    return run_retrain(load_config(argv, "retrain"))
+def main(argv: list[str] | None = None) -> list[Path]:
+    return run_folds(run_retrain, load_fold_configs(argv, "retrain"))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ counted, never averaged as NaN) and each case's predicted label map ``<case>.nii
 results page draws them; ``--save_val 1`` adds the probabilities, ``<case>.npz``). ``--split test`` writes
 ``<search run>/test-fold<k>/<case>.npz`` per test image: class probabilities on the processing grid and the original
 grid they map back to (stage 5 fuses them).
+
+``--folds 0 1 2`` instead of ``--fold`` evaluates those folds in turn in one process (code/main.sh does so).
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from config import load_config, resolve_task, to_dict
+from config import load_fold_configs, resolve_task, to_dict
 from dints.data.msd import load_task
 from dints.data.transforms import infer_transforms
 from dints.errors import DataError
-from dints.pipeline.cli import cli_main
+from dints.pipeline.cli import cli_main, run_folds
 from dints.evaluate.inference import original_grid, predict_case, save_labels, save_probs
 from dints.evaluate.metrics import case_metrics, summarise
 from dints.evaluate.resample import resample_probabilities
@@ -138,8 +140,8 @@ def run_test(cfg) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> Path:
-    return run_test(load_config(argv, "test"))
+def main(argv: list[str] | None = None) -> list[Path]:
+    return run_folds(run_test, load_fold_configs(argv, "test"))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from config import STAGES, build_parser, load_config, read_preset, to_dict
+from config import STAGES, build_parser, load_config, load_fold_configs, read_preset, to_dict
 from dints.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +105,7 @@ def test_spacing_native_on_command_line():
 
 @pytest.mark.parametrize("argv,match", [
     (["--fold", "5"], "--fold"),
+    (["--folds", "0", "5"], "--folds must be in 0..4, got 0 5"),
     (["--mem", "1.5"], "--mem"),
     (["--warmup_iters", "30000"], "--warmup_iters"),
     (["--levels", "1"], "--levels"),
@@ -114,6 +115,16 @@ def test_spacing_native_on_command_line():
 def test_inconsistent_options(argv, match):
     with pytest.raises(ConfigError, match=match):
         load_config(["--task", "T", *argv], "search")
+
+
+def test_folds_give_one_configuration_per_fold_each_as_its_own_fold_would():
+    argv = ["--task", "T", "--folds", "3", "1", "3", "--checkpoint", "runs/fold{fold}/best.pt"]
+    configs = load_fold_configs(argv, "test")
+    assert [c.fold for c in configs] == [3, 1]  # in the order given, once each
+    assert [c.checkpoint for c in configs] == ["runs/fold3/best.pt", "runs/fold1/best.pt"]
+    alone = load_config(["--task", "T", "--fold", "1", "--checkpoint", "runs/fold1/best.pt"], "test")
+    assert to_dict(configs[1]) == to_dict(alone)  # what the fold records is what a run of that fold alone records
+    assert [c.fold for c in load_fold_configs(["--task", "T", "--fold", "2"], "retrain")] == [2]
 
 
 def test_missing_task_is_error():

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
 from dints.errors import EXIT_INTERRUPTED, Interrupted, lost_peer, os_error, user_error
 from dints.run import dist, lock, signals
@@ -68,6 +69,19 @@ def cli_main(fn: Callable[[], object]) -> None:
         raise
     finally:
         lock.release_all()
+
+
+def run_folds(run: Callable[[argparse.Namespace], Path], configs: Sequence[argparse.Namespace]) -> list[Path]:
+    """Run a per-fold stage for each fold's configuration in turn (``code/config.py``'s ``load_fold_configs``),
+    releasing each fold's run-folder lock as the fold finishes; returns their output folders.
+
+    A fold that fails or is interrupted stops the command: the folds before it are finished and kept.
+    """
+    outs = []
+    for cfg in configs:
+        outs.append(run(cfg))
+        lock.release_all()
+    return outs
 
 
 class OneLineParser(argparse.ArgumentParser):
