@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from dints.data.msd import Task, load_task
+from dints.data.nnunet import resolve_folder
 from dints.errors import ConfigError, DataError
 from dints.pipeline import records
 from dints.pipeline.cli import OneLineParser, cli_main
@@ -75,8 +76,9 @@ def build_parser(stage: str, prog: str | None = None, description: str | None = 
     p.add_argument("--config", type=str, default=None, help="preset YAML file (e.g. configs/tiny.yaml) setting defaults")
 
     g = p.add_argument_group("task and data")
-    g.add_argument("--data_root", type=str, default="data", help="folder holding MSD task folders")
-    g.add_argument("--task", type=str, default=None, help="task folder name; the dataset is <data_root>/<task>/dataset.json")
+    g.add_argument("--data_root", type=str, default="data", help="folder holding the task folders (MSD or nnU-Net v2)")
+    g.add_argument("--task", type=str, default=None, help="task folder name; the dataset is <data_root>/<task>/dataset.json "
+                                                          "(a number N: the nnU-Net folder DatasetNNN_<name>)")
     g.add_argument("--work_root", type=str, default="work", help="where run folders, splits and caches go")
     g.add_argument("--fold", type=int, default=0, help="cross-validation fold to run (0-based)")
     g.add_argument("--num_folds", type=int, default=5, help="number of cross-validation folds")
@@ -361,6 +363,8 @@ def load_config(argv: Sequence[str] | None, stage: str, prog: str | None = None,
     cfg.stage = stage
     cfg.sources = sources
     validate(cfg)
+    if cfg.task.isdigit():  # nnU-Net's way of naming a dataset: --task 4 is <data_root>/Dataset004_<name>
+        cfg.task = resolve_folder(cfg.data_root, cfg.task)
     return cfg
 
 

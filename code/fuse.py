@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from config import load_config, to_dict
-from dints.data.msd import load_task
+from dints.data.msd import image_files, load_task, output_name
 from dints.data.msd_size import read_msd_size
 from dints.errors import DataError, UserError
 from dints.pipeline.cli import cli_main
@@ -94,7 +94,7 @@ def resample_to_original(cfg, task, log) -> Path:
         src = layout.fused_dir(run) / f"{case['id']}.npz"
         if not src.is_file():
             raise UserError(f"{src} does not exist; run stage 5 (fuse) first")
-        name, image = Path(case["image"]).name, Path(case["image"])
+        name, image = output_name(case), image_files(case)[0]  # nnU-Net: <case><file_ending>, its first channel
         if image.is_file():
             img = nib.load(str(image))
             header, affine, shape = img.header, np.asarray(img.affine, dtype=np.float64), tuple(img.shape[:3])
@@ -119,7 +119,7 @@ def resample_to_original(cfg, task, log) -> Path:
     write_record(run / layout.config_record("resample"), to_dict(cfg),
                  fused_folds=fused_folds(cfg.work_root, cfg.task, cfg.mem))
     write_json(run / layout.FINAL_SUMMARY, {"folder": str(out), "msd_size": cfg.msd_size,
-                                            "files": [Path(c["image"]).name for c in task.test]})
+                                            "files": [output_name(c) for c in task.test]})
     log.info("final label maps (one per test image, original grids) -> %s", out)
     return out
 

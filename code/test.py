@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from config import load_fold_configs, resolve_task, to_dict
-from dints.data.msd import load_task
+from dints.data.msd import image_files, image_source, load_task
 from dints.data.transforms import infer_transforms
 from dints.errors import DataError
 from dints.pipeline.cli import cli_main, run_folds
@@ -64,7 +64,7 @@ def evaluate_validation(net, ctx, cfg) -> Path:
         i, saved = start + d.rank, None
         if i < len(ids):
             case = task.case(ids[i])
-            probs, affine = predict_case(net, case["image"], transform, infer, ctx.device)
+            probs, affine = predict_case(net, image_source(case), transform, infer, ctx.device)
             orig_affine, shape, spacing = original_grid(case["label"])
             pred = resample_probabilities(probs, affine, orig_affine, shape).argmax(0)
             ref = np.asarray(nib.load(str(case["label"])).dataobj).astype(np.int64)
@@ -78,7 +78,7 @@ def evaluate_validation(net, ctx, cfg) -> Path:
                 case, pred, probs, affine, orig_affine = item
                 save_labels(out / f"{case['id']}.nii.gz", pred, orig_affine)
                 if probs is not None:
-                    save_probs(out / f"{case['id']}.npz", probs, affine, case["image"])
+                    save_probs(out / f"{case['id']}.npz", probs, affine, image_files(case)[0])
     k = task.num_classes - 1
     table = dist.gather_rows(mine, len(ids), 2 * k).tolist()  # every rank's cases, in case order
     rows = [{"case": cid, "dice": r[:k], "hd95": r[k:]} for cid, r in zip(ids, table)]
@@ -102,12 +102,12 @@ def infer_test(net, ctx, cfg) -> Path:
         i = start + d.rank
         mine = None
         if i < len(task.test):
-            probs, affine = predict_case(net, task.test[i]["image"], transform, infer, ctx.device)
+            probs, affine = predict_case(net, image_source(task.test[i]), transform, infer, ctx.device)
             mine = (task.test[i], probs.astype(np.float16), affine)  # float16: what the file stores anyway
         for item in dist.gather_to_main(mine) or []:
             if item is not None:
                 case, probs, affine = item
-                save_probs(out / f"{case['id']}.npz", probs, affine, case["image"])
+                save_probs(out / f"{case['id']}.npz", probs, affine, image_files(case)[0])
                 ctx.logger.info("%s: probabilities %s -> %s", case["id"], tuple(probs.shape), out / f"{case['id']}.npz")
     ctx.record_config()
     if d.is_main:

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 from config import load_config  # noqa: E402
-from dints.data.msd import load_task  # noqa: E402
+from dints.data.msd import image_files, load_task  # noqa: E402
 from dints.errors import DataError  # noqa: E402
 from dints.pipeline.cli import cli_main  # noqa: E402
 from dints.io import atomic_write  # noqa: E402
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> Path:
         f = labels / f"{case['id']}.nii.gz"
         if not f.is_file():
             raise DataError(f"{f} does not exist: every test image needs a .nii.gz label map (stage 6, or --labels)")
-        check_against_image(f, case["image"])
+        check_against_image(f, image_files(case)[0])
         entries[f"{task.name}/{case['id']}.nii.gz"] = f
     out = Path(cfg.out)
     keep = {}

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow  # main.sh in subprocesses
@@ -24,8 +25,8 @@ def main_sh(*stages: str, data: Path, work: Path, env: dict | None = None, expec
             **variables: str) -> subprocess.CompletedProcess:
     """``bash code/main.sh STAGES`` with exactly the given variables set (nothing inherited from the test run)."""
     e = {k: v for k, v in os.environ.items() if k not in ("MEM", "FOLDS", "PRESET", "TTA", "FORCE", "EXTRA_ARGS")}
-    e.update(TASKS=TASK, DATA_ROOT=str(data), WORK_ROOT=str(work), PYTHON=sys.executable, OMP_NUM_THREADS="1",
-             **(env or {}), **variables)
+    e.update(TASKS=TASK, DATA_ROOT=str(data), WORK_ROOT=str(work), PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    e.update(**(env or {}), **variables)
     r = subprocess.run(["bash", str(ROOT / "code" / "main.sh"), *stages], capture_output=True, text=True, env=e,
                        timeout=900)
     assert r.returncode == expect, r.stdout[-3000:] + r.stderr[-3000:]
@@ -120,8 +121,6 @@ def test_folds_on_separate_processes_then_fused_together(demo_root, tmp_path):
     assert json.loads((run / "fused" / "summary.json").read_text())["folds"] == [0, 1]
     assert json.loads((run / "config_resample.json").read_text())["fused_folds"] == [0, 1]
     for p in (run / "fused").glob("*.npz"):
-        import numpy as np
-
         assert np.load(p)["folds"].tolist() == [0, 1]
     assert sorted(p.name for p in (run / "final").iterdir()) == sorted(one_fold)
     r = main_sh("5", "6", data=demo_root, work=work, FOLDS="0 1", **v)
@@ -180,3 +179,40 @@ def test_a_bad_search_seeds_is_one_line_before_anything_runs(demo_root, tmp_path
         f"SEARCH_SEEDS={value}: expected a whole number, 1 or more (how many seeded searches stage 1 runs; unset or "
         "1: one search)"]
     assert not (tmp_path / "work").exists()
+
+
+def test_an_nnunet_dataset_through_every_stage_and_predict(tmp_path):
+    """The demo as an nnU-Net v2 dataset with 2 channels, named by its number: its own splits_final.json gives the
+    folds, the finals lie on the original grids named <case>.nii.gz, and predict.py (a model folder) names and
+    segments its channel files the same way."""
+    import nibabel as nib
+
+    sys.path.insert(0, str(ROOT))
+    from scripts.make_demo_task import make_nnunet_task
+
+    data, work = tmp_path / "data", tmp_path / "work"
+    make_nnunet_task(data / "Dataset099_Demo", cases=6, test=2, seed=0, channels=2)
+    cases = [f"demo_{i:03d}" for i in range(6)]
+    folds = [{"train": [c for c in cases if c not in val], "val": val}
+             for val in (cases[:2], cases[2:4], cases[4:])]
+    (data / "Dataset099_Demo" / "splits_final.json").write_text(json.dumps(folds))
+    v = dict(TASKS="99", PRESET=str(ROOT / "configs" / "tiny.yaml"), FOLDS="0 1", EXTRA_ARGS=FAST + " --num_folds 3")
+    r = main_sh("all", data=data, work=work, **v)
+    run = work / "search-bilevel-ent-mem0.8-Dataset099_Demo"
+    assert json.loads((work / "Dataset099_Demo" / "splits.json").read_text())["folds"] == folds
+    assert json.loads((run / "val-fold1" / "summary.json").read_text())["cases"] == 2
+    assert sorted(p.name for p in (run / "final").iterdir()) == ["demo_006.nii.gz", "demo_007.nii.gz"]
+    for name in ("demo_006", "demo_007"):
+        image = nib.load(str(data / "Dataset099_Demo" / "imagesTs" / f"{name}_0000.nii.gz"))
+        final = nib.load(str(run / "final" / f"{name}.nii.gz"))
+        assert final.shape == image.shape and np.allclose(final.affine, image.affine, atol=1e-4)
+    assert "Final label maps (2 test images" in r.stdout
+    common = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--data_root", str(data), "--task", "99",
+              "--work_root", str(work), *FAST.split(), "--num_folds", "3", "--folds", "0", "1"]
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "export_model.py"), *common, "--out",
+                    str(tmp_path / "model")], check=True, capture_output=True)
+    subprocess.run([sys.executable, str(ROOT / "code" / "predict.py"), "--model", str(tmp_path / "model"), "--input",
+                    str(data / "Dataset099_Demo" / "imagesTs"), "--output", str(tmp_path / "pred")], check=True,
+                   capture_output=True)
+    for p in (run / "final").iterdir():  # the model folder predicts what stages 4-6 wrote
+        assert (tmp_path / "pred" / p.name).read_bytes() == p.read_bytes()

@@ -19,6 +19,7 @@ from monai.data import CacheDataset, Dataset, PersistentDataset, list_data_colla
 from monai.transforms import Compose
 from torch.utils.data import DataLoader, Sampler
 
+from dints.data.msd import image_source
 from dints.data.transforms import train_transforms, val_transforms
 from dints.run import dist, layout
 from dints.run.settings import PREPROCESSING_KEYS, DataSettings
@@ -145,7 +146,7 @@ class InfiniteLoader:
 
 
 def _items(task, ids: Sequence[str]) -> list[dict]:
-    return [{"image": str(task.case(i)["image"]), "label": str(task.case(i)["label"])} for i in ids]
+    return [{"image": image_source(task.case(i)), "label": str(task.case(i)["label"])} for i in ids]
 
 
 def train_loader(data: DataSettings, task, ids: Sequence[str], seed_offset: int = 0) -> InfiniteLoader:

@@ -1,4 +1,5 @@
-"""Medical Segmentation Decathlon task folders: read and validate ``dataset.json`` and its files.
+"""Task folders: read and validate ``dataset.json`` and its files, in the Medical Segmentation Decathlon's layout or
+nnU-Net v2's (:mod:`dints.data.nnunet`, told apart by ``dataset.json``'s keys).
 
 Every problem a user can cause is a :class:`~dints.errors.DataError` whose one-line message names the file.
 Header checks (shapes, affines, channels) read NIfTI headers only; the label-value check reads every label once
@@ -15,6 +16,7 @@ from typing import Iterable
 import nibabel as nib
 import numpy as np
 
+from dints.data import nnunet
 from dints.errors import DataError
 from dints.io import write_json
 from dints.run.runlog import get_logger
@@ -34,15 +36,18 @@ def case_id(path: str | Path) -> str:
 
 @dataclass
 class Task:
-    """A validated MSD task.
+    """A validated task.
 
     Attributes:
-        name: task folder name, e.g. ``Task09_Spleen``.
+        name: task folder name, e.g. ``Task09_Spleen`` or ``Dataset004_Hippocampus``.
         root: the task folder.
-        modality: channel index -> modality name, from ``dataset.json``.
+        modality: channel index -> modality name, from ``dataset.json`` (nnU-Net: ``channel_names``).
         labels: class index -> class name (background included).
-        training: ``[{"image": Path, "label": Path, "id": str}, ...]`` sorted by id.
-        test: ``[{"image": Path, "id": str}, ...]`` sorted by id.
+        training: ``[{"image": Path, "label": Path, "id": str, "name": str}, ...]`` sorted by id; nnU-Net's
+            ``image`` is the list of the case's channel files (:func:`image_files`, :func:`image_source`), and
+            ``name`` is the file name its prediction gets.
+        test: ``[{"image": Path, "id": str, "name": str}, ...]`` sorted by id (``image`` as in ``training``).
+        layout: ``"msd"`` or ``"nnunet"``.
     """
 
     name: str
@@ -51,6 +56,7 @@ class Task:
     labels: dict[int, str]
     training: list[dict] = field(default_factory=list)
     test: list[dict] = field(default_factory=list)
+    layout: str = "msd"
 
     @property
     def in_channels(self) -> int:
@@ -73,6 +79,24 @@ class Task:
             if c["id"] == cid:
                 return c
         raise KeyError(cid)
+
+
+def image_files(entry: dict) -> list[Path]:
+    """A case's image files: its one file (MSD: several channels are the 4th axis), or one per channel (nnU-Net)."""
+    image = entry["image"]
+    return [Path(f) for f in image] if isinstance(image, (list, tuple)) else [Path(image)]
+
+
+def image_source(entry: dict) -> str | list[str]:
+    """What MONAI's ``LoadImage`` reads for a case: its file, or its channel files, which it stacks as channels."""
+    image = entry["image"]
+    return [str(f) for f in image] if isinstance(image, (list, tuple)) else str(image)
+
+
+def output_name(entry: dict) -> str:
+    """The file name of a case's predicted label map: the image's own name (MSD), or ``<case><file_ending>``
+    (nnU-Net, without the channel suffix)."""
+    return entry.get("name") or image_files(entry)[0].name
 
 
 def _int_keyed(mapping: object, key: str, where: Path) -> dict[int, str]:
@@ -114,7 +138,9 @@ def read_json_object(path: Path, what: str = "a JSON object") -> dict:
 def load_task(data_root: str | Path, task: str) -> Task:
     """Read ``<data_root>/<task>/dataset.json`` and check its keys and that every file it names exists.
 
-    Paths in ``dataset.json`` are resolved against the task folder.
+    Paths in ``dataset.json`` are resolved against the task folder. A ``dataset.json`` with ``channel_names`` and
+    ``file_ending`` is nnU-Net v2's: its cases are the files of ``imagesTr/``, ``labelsTr/`` and ``imagesTs/``
+    (:func:`dints.data.nnunet.read_cases`).
 
     Raises:
         DataError: missing folder or dataset.json, invalid JSON, missing keys, missing files, duplicate case ids.
@@ -126,6 +152,10 @@ def load_task(data_root: str | Path, task: str) -> Task:
     if not dj.is_file():
         raise DataError(f"{dj} does not exist")
     meta = read_json_object(dj)
+    if nnunet.is_nnunet(meta):
+        channels, labels, _, training, test = nnunet.read_cases(root, meta)
+        return Task(name=task, root=root, modality=channels, labels=labels, training=training, test=test,
+                    layout="nnunet")
     for key in REQUIRED_KEYS:
         if key not in meta:
             raise DataError(f"{dj}: missing key '{key}'")
@@ -145,13 +175,13 @@ def load_task(data_root: str | Path, task: str) -> Task:
         if cid in seen:
             raise DataError(f"{dj}: training case '{cid}' is listed twice")
         seen.add(cid)
-        training.append({"image": img, "label": lbl, "id": cid})
+        training.append({"image": img, "label": lbl, "id": cid, "name": img.name})
     test = []
     for i, rel in enumerate(meta.get("test", []) or []):
         if isinstance(rel, dict):  # some derived datasets write {"image": ...}
             rel = rel.get("image")
         img = _resolve(root, rel, "test image", dj)
-        test.append({"image": img, "id": case_id(img)})
+        test.append({"image": img, "id": case_id(img), "name": img.name})
     if isinstance(meta.get("numTraining"), int) and meta["numTraining"] != len(training):
         # Informational in MSD; a subset of the cases is legitimate, so warn rather than stop.
         get_logger().warning("%s: numTraining is %d but 'training' lists %d cases", dj, meta["numTraining"], len(training))
@@ -186,27 +216,50 @@ def check_headers(task: Task, cases: Iterable[dict] | None = None, atol: float =
     """
     n_ch = task.in_channels
     for c in task.training if cases is None else cases:
-        ishape, iaff = read_header(c["image"])
         lshape, laff = read_header(c["label"])
-        if len(ishape) not in (3, 4):
-            raise DataError(f"{c['image']}: expected a 3-D or 4-D image, got shape {ishape}")
-        channels = ishape[3] if len(ishape) == 4 else 1
-        if channels != n_ch:
-            raise DataError(
-                f"{c['image']}: has {channels} channel(s) but dataset.json 'modality' declares {n_ch}"
-            )
-        lshape3 = lshape[:3] if len(lshape) == 4 and lshape[3] == 1 else lshape
+        lshape3 = _spatial(lshape)
         if len(lshape3) != 3:
             raise DataError(f"{c['label']}: expected a 3-D label map, got shape {lshape}")
-        if tuple(ishape[:3]) != tuple(lshape3):
-            raise DataError(f"{c['label']}: shape {lshape3} differs from its image's {tuple(ishape[:3])}")
-        if not np.allclose(iaff, laff, atol=atol, rtol=1e-4):
-            raise DataError(f"{c['label']}: affine differs from its image's ({c['image'].name})")
+        for path, ishape, iaff in _image_headers(c, n_ch, test=False):
+            if tuple(ishape[:3]) != tuple(lshape3):
+                raise DataError(f"{c['label']}: shape {lshape3} differs from its image's {tuple(ishape[:3])}"
+                                + (f" ({path.name})" if isinstance(c["image"], list) else ""))
+            if not np.allclose(iaff, laff, atol=atol, rtol=1e-4):
+                raise DataError(f"{c['label']}: affine differs from its image's ({path.name})")
     for c in task.test:
-        ishape, _ = read_header(c["image"])
-        channels = ishape[3] if len(ishape) == 4 else 1
-        if len(ishape) not in (3, 4) or channels != n_ch:
-            raise DataError(f"{c['image']}: shape {ishape} does not match {n_ch} channel(s) declared in dataset.json")
+        headers = _image_headers(c, n_ch, test=True)
+        first, shape0, aff0 = headers[0]
+        for path, shape, aff in headers[1:]:
+            if tuple(shape[:3]) != tuple(shape0[:3]) or not np.allclose(aff, aff0, atol=atol, rtol=1e-4):
+                raise DataError(f"{path}: its grid (shape {tuple(shape[:3])}) differs from {first.name}'s "
+                                f"({tuple(shape0[:3])}); the channels of a case must share one grid")
+
+
+def _spatial(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A shape without a trailing axis of length 1 (a 3-D volume saved as 4-D)."""
+    return shape[:3] if len(shape) == 4 and shape[3] == 1 else shape
+
+
+def _image_headers(entry: dict, n_ch: int, test: bool) -> list[tuple[Path, tuple[int, ...], np.ndarray]]:
+    """Each image file of a case with its shape and affine, after checking its channels against ``n_ch``."""
+    if not isinstance(entry["image"], list):  # MSD: one file, channels on the 4th axis
+        path = Path(entry["image"])
+        shape, affine = read_header(path)
+        channels = shape[3] if len(shape) == 4 else 1
+        if test and (len(shape) not in (3, 4) or channels != n_ch):
+            raise DataError(f"{path}: shape {shape} does not match {n_ch} channel(s) declared in dataset.json")
+        if len(shape) not in (3, 4):
+            raise DataError(f"{path}: expected a 3-D or 4-D image, got shape {shape}")
+        if channels != n_ch:
+            raise DataError(f"{path}: has {channels} channel(s) but dataset.json 'modality' declares {n_ch}")
+        return [(path, shape, affine)]
+    out = []
+    for path in image_files(entry):  # nnU-Net: one 3-D file per channel
+        shape, affine = read_header(path)
+        if len(_spatial(shape)) != 3:
+            raise DataError(f"{path}: expected a 3-D image (one file per channel), got shape {shape}")
+        out.append((path, _spatial(shape), affine))
+    return out
 
 
 def _stamp_key(paths: list[Path]) -> list[list]:
@@ -257,7 +310,7 @@ def volume_shapes(task: Task, spacing: list[float] | None) -> list[tuple[int, in
     """
     out = []
     for c in task.training:
-        img = nib.load(str(c["image"]))
+        img = nib.load(str(image_files(c)[0]))
         shape = np.array(img.shape[:3], dtype=float)
         zooms = nib.affines.voxel_sizes(img.affine)[:3]
         ornt = nib.orientations.io_orientation(img.affine)

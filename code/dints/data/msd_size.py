@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nibabel as nib
 
-from dints.data.msd import load_task, read_json_object
+from dints.data.msd import image_files, load_task, output_name, read_json_object
 from dints.errors import DataError, UserError
 from dints.io import write_json
 
@@ -27,12 +27,12 @@ def task_sizes(task_dir: str | Path) -> dict[str, list[int]]:
     task = load_task(task_dir.parent, task_dir.name)
     sizes = {}
     for entry in task.training + task.test:
-        path = entry["image"]
+        path = image_files(entry)[0]
         try:
             shape = nib.load(str(path)).shape
         except Exception as exc:
             raise DataError(f"{path}: cannot be read as NIfTI ({exc})") from None
-        sizes[path.name] = [int(s) for s in shape[:3]]
+        sizes[output_name(entry)] = [int(s) for s in shape[:3]]
     return dict(sorted(sizes.items()))
 
 

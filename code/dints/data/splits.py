@@ -43,14 +43,56 @@ def make_folds(case_ids: list[str], num_folds: int = 5, seed: int = 0) -> list[d
     return folds
 
 
-def load_or_create_splits(path: str | Path, case_ids: list[str], num_folds: int, seed: int, task: str = "") -> list[dict]:
-    """Return the folds saved at ``path``, creating the file on first use.
+def read_given_splits(path: str | Path, case_ids: list[str], num_folds: int) -> list[dict[str, list[str]]]:
+    """The folds of an nnU-Net ``splits_final.json`` (``[{"train": [...], "val": [...]}, ...]``), checked against the
+    task's cases.
+
+    Raises:
+        DataError: naming the file: not such a list, another fold count than ``--num_folds``, unknown cases, or a
+            fold whose training and validation cases overlap or are empty.
+    """
+    path = Path(path)
+    try:
+        folds = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    ok = isinstance(folds, list) and all(isinstance(f, dict) and isinstance(f.get("train"), list)
+                                         and isinstance(f.get("val"), list) for f in folds)
+    if not ok:
+        raise DataError(f"{path}: expected a list of {{\"train\": [...], \"val\": [...]}}, one per fold")
+    if len(folds) != num_folds:
+        raise DataError(f"{path}: holds {len(folds)} folds but --num_folds is {num_folds}")
+    known = set(case_ids)
+    out = []
+    for k, f in enumerate(folds):
+        train, val = sorted(map(str, f["train"])), sorted(map(str, f["val"]))
+        unknown = sorted((set(train) | set(val)) - known)
+        if unknown:
+            raise DataError(f"{path}: fold {k} names cases the dataset does not have: {unknown[:3]}")
+        if set(train) & set(val):
+            raise DataError(f"{path}: fold {k} trains and validates on {sorted(set(train) & set(val))[:3]}")
+        if not train or not val:
+            raise DataError(f"{path}: fold {k} has no {'training' if not train else 'validation'} cases")
+        out.append({"train": train, "val": val})
+    return out
+
+
+def load_or_create_splits(path: str | Path, case_ids: list[str], num_folds: int, seed: int, task: str = "",
+                          given: str | Path | None = None) -> list[dict]:
+    """Return the folds saved at ``path``, creating the file on first use; with ``given`` (an nnU-Net dataset's
+    ``splits_final.json``), that file's folds, which ``path`` then records.
 
     Raises:
         DataError: the saved file is unreadable, or its cases or fold count disagree with the task (it names
             the file; deleting it makes new splits).
     """
     path = Path(path)
+    if given is not None:
+        folds = read_given_splits(given, case_ids, num_folds)
+        record = {"task": task, "source": str(given), "num_folds": num_folds, "folds": folds}
+        if not path.is_file() or json.loads(path.read_text()) != record:
+            write_json(path, record)
+        return folds
     if path.is_file():
         try:
             saved = json.loads(path.read_text())

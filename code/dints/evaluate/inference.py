@@ -47,13 +47,13 @@ def predict_volume(model: Callable[[torch.Tensor], torch.Tensor], image: torch.T
     return torch.softmax(logits.float(), dim=1)
 
 
-def predict_case(net: torch.nn.Module, image_path: str | Path, transform, infer: InferSettings,
+def predict_case(net: torch.nn.Module, image_path: str | Path | list[str], transform, infer: InferSettings,
                  device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities of one image on the processing grid.
 
     Args:
         net: trained network in eval mode.
-        image_path: NIfTI image (3-D, or 4-D with channels last).
+        image_path: NIfTI image (3-D, or 4-D with channels last), or one 3-D file per channel (stacked in order).
         transform: the inference Compose (:func:`dints.data.transforms.infer_transforms`).
         infer: sliding-window settings; ``tta`` also predicts on the image flipped along each spatial axis and
             averages (4 passes).
@@ -62,7 +62,7 @@ def predict_case(net: torch.nn.Module, image_path: str | Path, transform, infer:
     Returns:
         ``(probs float32 (K, X, Y, Z), affine float64 (4, 4))`` of the processing grid.
     """
-    data = transform({"image": str(image_path)})
+    data = transform({"image": image_path if isinstance(image_path, list) else str(image_path)})
     img = data["image"]
     affine = np.asarray(img.affine.numpy(), dtype=np.float64)
     x = img.as_tensor()[None].to(device)

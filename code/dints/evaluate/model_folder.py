@@ -127,6 +127,7 @@ def export_model(checkpoints: dict[int, Path], task: Task, out: Path, postproces
         "task": task.name,
         "labels": {str(k): v for k, v in task.labels.items()},
         "modality": {str(k): v for k, v in task.modality.items()},
+        "layout": task.layout,  # nnunet: predict.py reads one file per channel and names outputs <case><ending>
         "in_channels": first["in_channels"],
         "num_classes": first["num_classes"],
         "channel_mul": first["channel_mul"],

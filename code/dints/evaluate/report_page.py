@@ -35,7 +35,7 @@ import numpy as np
 matplotlib.use("Agg")  # draw to files only
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dints.data.msd import Task  # noqa: E402
+from dints.data.msd import Task, image_files  # noqa: E402
 from dints.evaluate.metrics import defined_mean  # noqa: E402
 from dints.evaluate.overlay import overlay, save_overlay  # noqa: E402
 from dints.io import atomic_write  # noqa: E402
@@ -376,7 +376,9 @@ def _overlays(page: Page, run: Path, task: Task, folds: list[int], cases: list[d
             entry = task.case(c["case"])
             name = f"fold{k}_{which}_{c['case']}.png"
             title = f"fold {k}, {which}: {c['case']} (mean Dice {c['mean']:.3f})"
-            save_overlay(overlay(entry["image"], entry["label"], pred, channel), page.folder / name, title)
+            files = image_files(entry)  # nnU-Net: one file per channel
+            image, at = (files[channel], 0) if len(files) > 1 else (files[0], channel)
+            save_overlay(overlay(image, entry["label"], pred, at), page.folder / name, title)
             page.image(name, title)
 
 

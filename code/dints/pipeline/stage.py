@@ -115,7 +115,9 @@ def prepare(task: Task, run_dir: Path, log_name: str, *, work_root: str, fold: i
     def check_and_split() -> list[dict]:  # on rank 0, which alone writes the label stamp and splits.json
         check_headers(task)
         check_labels(task, tdir / layout.LABEL_STAMP, progress=True)
-        return load_or_create_splits(tdir / layout.SPLITS, task.case_ids, num_folds, seed, task.name)
+        given = task.root / "splits_final.json" if task.layout == "nnunet" else None  # nnU-Net's own folds
+        return load_or_create_splits(tdir / layout.SPLITS, task.case_ids, num_folds, seed, task.name,
+                                     given if given is not None and given.is_file() else None)
 
     folds = dist.on_main(check_and_split)
     return StageContext(task, folds[fold]["train"], folds[fold]["val"], run_dir, dev, logger, record, stage)
