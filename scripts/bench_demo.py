@@ -10,7 +10,7 @@ timestamped as it arrives and kept in ``<work>/bench_demo.log``; the stages are 
 ``[main] stage N`` lines: set-up (``scripts/setup.sh``, up to its last ``[setup]`` line), the demo data, stages
 1-6 (stage 6 includes the closing report). "After set-up" is everything but the set-up. ``--folds`` and
 ``--extra_args`` (passed as ``FOLDS`` and ``EXTRA_ARGS``) make a shortened run for a check; the figures of such a
-run are marked as not the demo's.
+run are marked as not the demo's. ``--extra_args "--seed S"`` alone is the whole demo with another seed.
 
 From a work folder: its ``bench_demo.log`` when this script ran it (exact); otherwise the stage logs'
 timestamps (1 s resolution; each stage runs from its first log line to the next stage's first, so a process's
@@ -104,7 +104,13 @@ def times_from_bench_log(log: Path) -> dict:
     return {"source": f"{log.name} (timestamped as the demo ran)", "setup_s": setup_end,
             "data_s": stage_start[1] - setup_end, "stages": stages, "total_s": end,
             "after_setup_s": end - setup_end, "env": header.get("env"),
-            "shortened": bool(header.get("FOLDS") or header.get("EXTRA_ARGS"))}
+            "shortened": bool(header.get("FOLDS")) or not seed_only(header.get("EXTRA_ARGS"))}
+
+
+def seed_only(extra_args: str | None) -> bool:
+    """Whether EXTRA_ARGS leaves the demo whole: nothing, or only ``--seed S``."""
+    words = (extra_args or "").split()
+    return not words or (len(words) == 2 and words[0] == "--seed" and words[1].isdigit())
 
 
 def times_from_stage_logs(run: Path) -> dict:
@@ -164,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--root", default=None, help="folder for data/ and work/ of the run (default: a new temporary "
                                                 "folder, kept)")
     p.add_argument("--folds", default=None, help="FOLDS for a shortened check run (default: the demo's 5)")
-    p.add_argument("--extra_args", default=None, help="EXTRA_ARGS for a shortened check run (e.g. '--iters 4')")
+    p.add_argument("--extra_args", default=None, help="EXTRA_ARGS for a shortened check run (e.g. '--iters 4'); "
+                                                      "'--seed S' alone runs the whole demo with that seed")
     a = p.parse_args(argv)
     if a.from_work:
         work = Path(a.from_work)

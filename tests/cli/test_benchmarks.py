@@ -141,6 +141,18 @@ def test_bench_demo_from_its_own_log(tmp_path, capsys):
     assert last_json_line(capsys.readouterr().out) == json.loads(json.dumps(res))
 
 
+@pytest.mark.parametrize("folds,extra,shortened", [(None, "--seed 2", False), (None, "--iters 4", True),
+                                                   (None, "--seed 2 --iters 4", True), ("0 1", "--seed 2", True)])
+def test_another_seed_is_the_whole_demo_other_options_shorten_it(tmp_path, folds, extra, shortened):
+    work = tmp_path / "work"
+    write_demo_work(work, {0: 0.9})
+    header = {"script": "scripts/demo.sh", "FOLDS": folds, "EXTRA_ARGS": extra, "env": {k: "x" for k in ENV_KEYS}}
+    lines = [f"# {json.dumps(header)}", "[     1.000] [setup] done (.venv)", "[     3.000] [main] stage 1 (search)",
+             "[   241.000] # exit status 0"]
+    (work / bench_demo.LOG_NAME).write_text("\n".join(lines) + "\n")
+    assert bench_demo.main(["--from_work", str(work)])["shortened"] is shortened
+
+
 @pytest.mark.slow
 def test_doc_generator_runs_a_benchmark_and_keeps_its_output(tmp_path):
     work = tmp_path / "work"
