@@ -167,3 +167,37 @@ def test_splits_final_gives_the_folds(nn_root, tmp_path):
         given.write_text(json.dumps(broken))
         with pytest.raises(DataError, match=words):
             load_or_create_splits(splits, task.case_ids, 2, 0, NAME, given)
+
+
+def _nan_voxels(root: Path, rel: str) -> None:
+    _rewrite(_file(root, rel), lambda a: np.where(np.arange(a.size).reshape(a.shape) < 7, np.nan,
+                                                  a.astype(np.float32)).astype(np.float32))
+
+
+def _truncated(root: Path, rel: str) -> None:
+    path = _file(root, rel)
+    path.write_bytes(path.read_bytes()[:2000])
+
+
+#: Through a stage as a user runs it (cli_main): exit 2, one error line naming the file. The images' voxels are
+#: first read when the search fills its cache; the rest is refused before.
+STAGE_BAD = [
+    ("NaN voxels in a second channel", lambda r: [_nan_voxels(r, f"imagesTr/demo_00{i}_0001.nii.gz") for i in range(5)],
+     r"imagesTr/demo_00\d_0001\.nii\.gz: 7 voxel\(s\) are NaN or infinite"),
+    ("a channel file truncated", lambda r: [_truncated(r, f"imagesTr/demo_00{i}_0001.nii.gz") for i in range(5)],
+     r"imagesTr/demo_00\d_0001\.nii\.gz: cannot be read"),
+    ("region-based labels", BAD[1][1], BAD[1][2]),
+    ("a channel file missing", BAD[6][1], BAD[6][2]),
+]
+
+
+@pytest.mark.parametrize("case_id,breaks,words", STAGE_BAD, ids=[b[0] for b in STAGE_BAD])
+def test_a_stage_refuses_bad_nnunet_input_in_one_line(nn_copy, tmp_path, capfd, case_id, breaks, words):
+    from helpers import stages
+
+    breaks(nn_copy)
+    argv = ["--config", stages.TINY, "--data_root", str(nn_copy), "--task", "99", "--work_root", str(tmp_path / "w"),
+            *stages.FAST, "--num_folds", "2"]
+    r = stages.run("search", argv, capfd)
+    assert r.code == 2 and "Traceback" not in r.err, r.err[-2000:]
+    assert len(r.error_lines) == 1 and re.search(words, r.error_lines[0]), r.err[-2000:]

@@ -17,6 +17,7 @@ from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
     EnsureTyped,
+    LoadImage,
     LoadImaged,
     MapTransform,
     NormalizeIntensityd,
@@ -46,7 +47,9 @@ MAX_INDICES_PER_CLASS = 20000
 
 class ReadImaged(MapTransform):
     """``LoadImaged`` one key at a time, so that a file that cannot be read (truncated, corrupt) is named in one
-    line instead of surfacing as a decompression error deep in a DataLoader."""
+    line instead of surfacing as a decompression error deep in a DataLoader. A list of files (an nnU-Net case's
+    channel files) is stacked as channels; the file that cannot be read, or that holds NaN or infinite voxels, is the
+    one named."""
 
     def __init__(self, keys: Sequence[str]):
         super().__init__(keys)
@@ -55,12 +58,36 @@ class ReadImaged(MapTransform):
     def __call__(self, data):
         d = dict(data)
         for key in self.key_iterator(d):
+            source = d[key]
             try:
                 d = self._load[key](d)
             except Exception as exc:
+                named, exc = _unreadable(source, exc)
                 words = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise DataError(f"{d[key]}: cannot be read as an image ({exc.__class__.__name__}: {words})") from None
+                raise DataError(f"{named}: cannot be read as an image ({exc.__class__.__name__}: {words})") from None
+            if isinstance(source, (list, tuple)):  # one file per channel: name the channel at fault
+                for path, channel in zip(source, d[key]):
+                    _require_finite(channel, path)
         return d
+
+
+def _unreadable(source, exc: Exception) -> tuple[object, Exception]:
+    """The file of ``source`` (one, or a list of channel files) that cannot be read, with its error."""
+    if not isinstance(source, (list, tuple)):
+        return source, exc
+    for path in source:
+        try:
+            LoadImage(image_only=True)(path)
+        except Exception as one:
+            return path, one
+    return ", ".join(map(str, source)), exc
+
+
+def _require_finite(img, name) -> None:
+    bad = ~torch.isfinite(torch.as_tensor(img))
+    if bool(bad.any()):
+        raise DataError(f"{name}: {int(bad.sum())} voxel(s) are NaN or infinite; replace them (for example "
+                        "with the background intensity) before using the image")
 
 
 class RequireFinited(MapTransform):
@@ -72,11 +99,7 @@ class RequireFinited(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             img = d[key]
-            bad = ~torch.isfinite(torch.as_tensor(img))
-            if bool(bad.any()):
-                name = getattr(img, "meta", {}).get("filename_or_obj", key)
-                raise DataError(f"{name}: {int(bad.sum())} voxel(s) are NaN or infinite; replace them (for example "
-                                "with the background intensity) before using the image")
+            _require_finite(img, getattr(img, "meta", {}).get("filename_or_obj", key))
         return d
 
 
