@@ -3,8 +3,9 @@
 # Chain the DiNTS stages per task and fold.
 #
 #   bash code/main.sh N [N ...]   N = 1 search, 2 retrain, 3 test on validation, 4 inference on test data,
-#                                 5 fuse the folds, 6 resample to the original images (several: in the order given)
-#   bash code/main.sh all         every stage, in order, then the report (printed, report.md, and the results
+#                                 5 fuse the folds, 6 resample to the original images (several: in the order given);
+#                                 0 the dataset's fingerprint (code/plan.py; not part of all)
+#   bash code/main.sh all         stages 1 to 6, in order, then the report (printed, report.md, and the results
 #                                 page report/index.html in the run folder)
 #
 # Settings are environment variables (code/common.sh lists them with their defaults), e.g.
@@ -20,19 +21,19 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 case "${1:-}" in
   -h|--help) usage; exit 0 ;;
   "") usage >&2; exit 2 ;;
 esac
 source "$HERE/common.sh"
 
-DRIVERS=(search.sh retrain.sh test_val.sh test_infer.sh fuse.sh fuse.sh)
-NAMES=(search retrain test-val test-infer fuse resample)
+DRIVERS=(plan.sh search.sh retrain.sh test_val.sh test_infer.sh fuse.sh fuse.sh)
+NAMES=(plan search retrain test-val test-infer fuse resample)
 MAIN_ARG="$*"
 
 run_stage() {  # run_stage N: run stage N's driver; report how it ended when it did not succeed, with its status
-  local n=$1 driver=${DRIVERS[$(($1 - 1))]} name=${NAMES[$(($1 - 1))]} rc=0
+  local n=$1 driver=${DRIVERS[$1]} name=${NAMES[$1]} rc=0
   echo "[main] stage $n ($name)"
   forward_signals env STAGE="$n" bash "$HERE/$driver" || rc=$?
   if [ "$rc" = "$EXIT_INTERRUPTED" ]; then
@@ -56,8 +57,8 @@ if [ "$*" = all ]; then
 fi
 for n in "$@"; do
   case $n in
-    [1-6]) ;;
-    *) echo "main.sh: '$n' is not a stage (expected 1..6, several of them, or all; see bash code/main.sh --help)" >&2
+    [0-6]) ;;
+    *) echo "main.sh: '$n' is not a stage (expected 0..6, several of them, or all; see bash code/main.sh --help)" >&2
        exit 2 ;;
   esac
 done

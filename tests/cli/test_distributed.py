@@ -282,3 +282,15 @@ def test_dockerfile_passes_hadolint():
     runs = [line.split(None, 1)[1] for line in text.splitlines() if line.startswith("RUN ")]
     assert all(r.startswith("apt-get update") or r.endswith("bash scripts/setup.sh --with-horovod") for r in runs), runs
     assert sum(r.endswith("scripts/setup.sh --with-horovod") for r in runs) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_the_fingerprint_shared_by_two_processes_equals_one_process(launcher, demo_root, tmp_path):
+    args = ["--data_root", str(demo_root), "--task", "Task99_Demo"]
+    _run([sys.executable, str(ROOT / "code" / "plan.py"), *args, "--work_root", str(tmp_path / "one")])
+    _run(_launch(launcher, 2, str(ROOT / "code" / "plan.py"), *args, "--work_root", str(tmp_path / "two")))
+    one, two = (json.loads((tmp_path / w / "Task99_Demo" / "fingerprint.json").read_text()) for w in ("one", "two"))
+    assert len(one["cases"]) == 10 and one["intensity"]["0"]["samples"] > 0
+    one.pop("key"), two.pop("key")  # names the files of each work root's data, the same here
+    assert one == two

@@ -197,6 +197,10 @@ def test_an_nnunet_dataset_through_every_stage_and_predict(tmp_path):
              for val in (cases[:2], cases[2:4], cases[4:])]
     (data / "Dataset099_Demo" / "splits_final.json").write_text(json.dumps(folds))
     v = dict(TASKS="99", PRESET=str(ROOT / "configs" / "tiny.yaml"), FOLDS="0 1", EXTRA_ARGS=FAST + " --num_folds 3")
+    r = main_sh("0", data=data, work=work, **v)  # stage 0: the fingerprint, both channels
+    assert "[plan] 99: fingerprint" in r.stdout
+    fingerprint = json.loads((work / "Dataset099_Demo" / "fingerprint.json").read_text())
+    assert [s["name"] for s in fingerprint["intensity"].values()] == ["CT", "MR"] and len(fingerprint["cases"]) == 6
     r = main_sh("all", data=data, work=work, **v)
     run = work / "search-bilevel-ent-mem0.8-Dataset099_Demo"
     assert json.loads((work / "Dataset099_Demo" / "splits.json").read_text())["folds"] == folds
