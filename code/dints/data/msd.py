@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from dints.data import nnunet
+from dints.data.jsonfields import int_keyed
 from dints.errors import DataError
 from dints.io import write_json
 from dints.run.runlog import get_logger
@@ -99,18 +100,6 @@ def output_name(entry: dict) -> str:
     return entry.get("name") or image_files(entry)[0].name
 
 
-def _int_keyed(mapping: object, key: str, where: Path) -> dict[int, str]:
-    if not isinstance(mapping, dict) or not mapping:
-        raise DataError(f"{where}: '{key}' must be a non-empty mapping of indices to names")
-    try:
-        out = {int(k): str(v) for k, v in mapping.items()}
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: the keys of '{key}' must be integers, got {list(mapping)}") from None
-    if sorted(out) != list(range(len(out))):
-        raise DataError(f"{where}: the keys of '{key}' must be 0..{len(out) - 1}, got {sorted(out)}")
-    return out
-
-
 def _resolve(root: Path, rel: object, what: str, where: Path) -> Path:
     if not isinstance(rel, str) or not rel:
         raise DataError(f"{where}: {what} must be a file path, got {rel!r}")
@@ -159,8 +148,8 @@ def load_task(data_root: str | Path, task: str) -> Task:
     for key in REQUIRED_KEYS:
         if key not in meta:
             raise DataError(f"{dj}: missing key '{key}'")
-    modality = _int_keyed(meta["modality"], "modality", dj)
-    labels = _int_keyed(meta["labels"], "labels", dj)
+    modality = int_keyed(meta["modality"], "modality", dj)
+    labels = int_keyed(meta["labels"], "labels", dj)
     if len(labels) < 2:
         raise DataError(f"{dj}: 'labels' must list background and at least one foreground class")
     if not isinstance(meta["training"], list) or not meta["training"]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from dints.data.jsonfields import int_keyed
 from dints.errors import DataError
 
 #: The file endings read here (NIfTI).
@@ -43,19 +44,6 @@ def resolve_folder(data_root: str | Path, task: str) -> str:
     if len(found) > 1:
         raise DataError(f"--task {task}: several folders under {root} match ({', '.join(found)}); name one")
     return found[0]
-
-
-def _channels(meta: dict, dj: Path) -> dict[int, str]:
-    names = meta["channel_names"]
-    if not isinstance(names, dict) or not names:
-        raise DataError(f"{dj}: 'channel_names' must be a non-empty mapping of channel indices to names")
-    try:
-        out = {int(k): str(v) for k, v in names.items()}
-    except (TypeError, ValueError):
-        raise DataError(f"{dj}: the keys of 'channel_names' must be integers, got {list(names)}") from None
-    if sorted(out) != list(range(len(out))):
-        raise DataError(f"{dj}: the keys of 'channel_names' must be 0..{len(out) - 1}, got {sorted(out)}")
-    return out
 
 
 def _labels(meta: dict, dj: Path) -> dict[int, str]:
@@ -130,7 +118,7 @@ def read_cases(root: Path, meta: dict) -> tuple[dict[int, str], dict[int, str], 
         DataError: naming ``dataset.json`` or the file at fault.
     """
     dj = root / "dataset.json"
-    channels = _channels(meta, dj)
+    channels = int_keyed(meta["channel_names"], "channel_names", dj)
     labels = _labels(meta, dj)
     ending = _file_ending(meta, dj)
     for sub in ("imagesTr", "labelsTr"):
