@@ -54,13 +54,12 @@ def run_plan(cfg) -> Path:
     out = layout.task_dir(cfg.work_root, task.name) / FINGERPRINT
     stamp = layout.task_dir(cfg.work_root, task.name) / layout.LABEL_STAMP
 
-    def check() -> dict:
+    def check() -> tuple[dict, dict | None]:  # the task's checks, what the fingerprint depends on, the saved one
         check_headers(task)
         check_labels(task, stamp, progress=True)
-        return fp.file_key(task)
+        return fp.file_key(task), json.loads(out.read_text()) if out.is_file() else None
 
-    key = dist.on_main(check)
-    saved = dist.on_main(lambda: json.loads(out.read_text()) if out.is_file() else None)
+    key, saved = dist.on_main(check)
     if isinstance(saved, dict) and saved.get("key") == key:
         log.info("fingerprint of %s unchanged (same files): %s", task.name, out)
         for line in describe(saved):

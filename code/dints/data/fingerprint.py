@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import nibabel as nib
 import numpy as np
 
-from dints.data.msd import Task, image_files
+from dints.data.msd import Task, file_stamps, image_files, to_ras
 
 #: Foreground voxels sampled over the whole dataset per channel, shared equally among the cases (nnU-Net samples
 #: 10^8; 10^6 give the percentiles to well under a percent of the range at a hundredth of the memory).
@@ -37,19 +37,6 @@ class CaseFacts:
     class_voxels: list[int]  # per class (background included)
 
 
-def ras_axes(affine: np.ndarray) -> np.ndarray:
-    """For each array axis, the RAS axis it becomes after reorientation."""
-    return nib.orientations.io_orientation(affine)[:, 0].astype(int)
-
-
-def to_ras(values: Sequence[float], axes: np.ndarray) -> list:
-    """Per-axis values of the array reordered into RAS axis order."""
-    out = [0] * 3
-    for k in range(3):
-        out[int(axes[k])] = values[k]
-    return out
-
-
 def nonzero_box(channels: np.ndarray) -> list[int]:
     """Shape of the bounding box of the voxels where any channel is non-zero (``channels``: (C, X, Y, Z)); the whole
     shape when there are none."""
@@ -59,7 +46,7 @@ def nonzero_box(channels: np.ndarray) -> list[int]:
     return [int(np.ptp(np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != k)))[0]) + 1) for k in range(3)]
 
 
-def read_case(entry: dict, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_case(entry: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A case's channels (C, X, Y, Z) float32, label (X, Y, Z) int and affine, from its files."""
     files = image_files(entry)
     first = nib.load(str(files[0]))
@@ -75,16 +62,15 @@ def read_case(entry: dict, num_classes: int) -> tuple[np.ndarray, np.ndarray, np
 
 def case_facts(entry: dict, num_classes: int, per_case: int, rng: np.random.Generator) -> CaseFacts:
     """The fingerprint of one case, sampling ``per_case`` foreground voxels per channel with ``rng``."""
-    channels, label, affine = read_case(entry, num_classes)
-    axes = ras_axes(affine)
+    channels, label, affine = read_case(entry)
     zooms = nib.affines.voxel_sizes(affine)[:3]
     foreground = label > 0
     n = int(foreground.sum())
     picks = rng.integers(0, n, size=per_case) if n else np.zeros(0, dtype=np.int64)
     samples = [c[foreground][picks] for c in channels]
     counts = np.bincount(label.ravel(), minlength=num_classes)[:num_classes]
-    return CaseFacts(entry["id"], [float(z) for z in to_ras(zooms, axes)], to_ras(list(label.shape), axes),
-                     to_ras(nonzero_box(channels), axes), samples, [int(v) for v in counts])
+    return CaseFacts(entry["id"], [float(z) for z in to_ras(zooms, affine)], to_ras(label.shape, affine),
+                     to_ras(nonzero_box(channels), affine), samples, [int(v) for v in counts])
 
 
 def summarise(facts: Sequence[CaseFacts], task: Task, key: Any) -> dict:
@@ -123,11 +109,7 @@ def summarise(facts: Sequence[CaseFacts], task: Task, key: Any) -> dict:
 def file_key(task: Task) -> dict:
     """What the fingerprint depends on: every training file (name, size, modification time) and the sampling; a
     fingerprint whose key differs is computed again."""
-    files = []
-    for c in task.training:
-        for p in [*image_files(c), c["label"]]:
-            st = p.stat()
-            files.append([str(p), st.st_size, int(st.st_mtime)])
+    files = file_stamps(p for c in task.training for p in [*image_files(c), c["label"]])
     return {"files": files, "samples": SAMPLES, "seed": SEED, "format": FORMAT}
 
 

@@ -142,7 +142,7 @@ def load_task(data_root: str | Path, task: str) -> Task:
         raise DataError(f"{dj} does not exist")
     meta = read_json_object(dj)
     if nnunet.is_nnunet(meta):
-        channels, labels, _, training, test = nnunet.read_cases(root, meta)
+        channels, labels, training, test = nnunet.read_cases(root, meta)
         return Task(name=task, root=root, modality=channels, labels=labels, training=training, test=test,
                     layout="nnunet")
     for key in REQUIRED_KEYS:
@@ -251,7 +251,8 @@ def _image_headers(entry: dict, n_ch: int, test: bool) -> list[tuple[Path, tuple
     return out
 
 
-def _stamp_key(paths: list[Path]) -> list[list]:
+def file_stamps(paths: Iterable[Path]) -> list[list]:
+    """Each file's name, size and modification time: what a check or a summary of the files is reused on."""
     return [[str(p), p.stat().st_size, int(p.stat().st_mtime)] for p in paths]
 
 
@@ -265,7 +266,7 @@ def check_labels(task: Task, stamp: str | Path | None = None, progress: bool = F
         DataError: naming the first label file with values outside the declared classes.
     """
     paths = [c["label"] for c in task.training]
-    key = {"num_classes": task.num_classes, "files": _stamp_key(paths)}
+    key = {"num_classes": task.num_classes, "files": file_stamps(paths)}
     if stamp is not None and Path(stamp).is_file():
         try:
             if json.loads(Path(stamp).read_text()) == key:
@@ -292,6 +293,14 @@ def check_labels(task: Task, stamp: str | Path | None = None, progress: bool = F
         write_json(stamp, key)
 
 
+def to_ras(values, affine: np.ndarray) -> list:
+    """Per-array-axis values (a shape, voxel sizes) in the RAS axis order the stages reorient the array to."""
+    out = [None] * 3
+    for k, axis in enumerate(nib.orientations.io_orientation(affine)[:3, 0]):
+        out[int(axis)] = values[k]
+    return out
+
+
 def volume_shapes(task: Task, spacing: list[float] | None) -> list[tuple[int, int, int]]:
     """Approximate spatial size of each training image after reorienting to RAS and resampling to ``spacing``.
 
@@ -300,13 +309,8 @@ def volume_shapes(task: Task, spacing: list[float] | None) -> list[tuple[int, in
     out = []
     for c in task.training:
         img = nib.load(str(image_files(c)[0]))
-        shape = np.array(img.shape[:3], dtype=float)
-        zooms = nib.affines.voxel_sizes(img.affine)[:3]
-        ornt = nib.orientations.io_orientation(img.affine)
-        ras_shape, ras_zoom = np.zeros(3), np.zeros(3)
-        for k in range(3):
-            ras_shape[int(ornt[k, 0])] = shape[k]
-            ras_zoom[int(ornt[k, 0])] = zooms[k]
+        ras_shape = np.array(to_ras(img.shape[:3], img.affine), dtype=float)
+        ras_zoom = np.array(to_ras(nib.affines.voxel_sizes(img.affine)[:3], img.affine), dtype=float)
         if spacing is not None:
             ras_shape = np.round(ras_shape * ras_zoom / np.asarray(spacing, dtype=float))
         out.append(tuple(int(s) for s in ras_shape))

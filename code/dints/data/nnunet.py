@@ -18,8 +18,6 @@ from dints.errors import DataError
 FILE_ENDINGS = (".nii.gz", ".nii")
 #: A channel file: ``<case>_<XXXX><ending>`` (groups: case, channel, ending).
 CHANNEL_FILE = re.compile(r"^(.+)_(\d{4})(\.nii\.gz|\.nii)$")
-#: nnU-Net's dataset folder names: ``Dataset`` + three digits + ``_`` + a name.
-FOLDER = re.compile(r"^Dataset(\d{3})_(.+)$")
 
 
 def is_nnunet(meta: dict) -> bool:
@@ -82,11 +80,10 @@ def _file_ending(meta: dict, dj: Path) -> str:
 
 def _cases(folder: Path, ending: str, channels: int, dj: Path) -> dict[str, list[Path]]:
     """Each case of an images folder with its channel files in order. Raises DataError on a missing channel."""
-    pattern = re.compile(rf"^(.+)_(\d{{4}}){re.escape(ending)}$")
     found: dict[str, dict[int, Path]] = {}
     for p in sorted(folder.iterdir()):
-        m = pattern.match(p.name)
-        if m is None:
+        m = CHANNEL_FILE.match(p.name)
+        if m is None or m.group(3) != ending:
             if p.name.endswith(ending):
                 raise DataError(f"{p}: not named <case>_<XXXX>{ending} (a four-digit channel index), as {dj} "
                                 "'channel_names' requires")
@@ -106,12 +103,12 @@ def _cases(folder: Path, ending: str, channels: int, dj: Path) -> dict[str, list
     return out
 
 
-def read_cases(root: Path, meta: dict) -> tuple[dict[int, str], dict[int, str], str, list[dict], list[dict]]:
+def read_cases(root: Path, meta: dict) -> tuple[dict[int, str], dict[int, str], list[dict], list[dict]]:
     """Read an nnU-Net v2 dataset folder.
 
     Returns:
-        ``(channels, labels, file_ending, training, test)``: channel index -> name, class index -> name, the file
-        ending, and the cases sorted by id: training ``{"image": [channel files], "label": Path, "id", "name"}``,
+        ``(channels, labels, training, test)``: channel index -> name, class index -> name, and the cases sorted by
+        id: training ``{"image": [channel files], "label": Path, "id", "name"}``,
         test ``{"image": [channel files], "id", "name"}`` (``name``: ``<case><file_ending>``, the prediction's).
 
     Raises:
@@ -146,4 +143,4 @@ def read_cases(root: Path, meta: dict) -> tuple[dict[int, str], dict[int, str], 
     if (root / "imagesTs").is_dir():
         test = [{"image": files, "id": case, "name": f"{case}{ending}"}
                 for case, files in sorted(_cases(root / "imagesTs", ending, len(channels), dj).items())]
-    return channels, labels, ending, training, test
+    return channels, labels, training, test
