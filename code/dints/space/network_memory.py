@@ -1,4 +1,5 @@
-"""Predicted training memory of a discrete DiNTS network (:class:`dints.space.network.DiscreteNet`).
+"""Predicted training memory of a discrete DiNTS network (:class:`dints.space.network.DiscreteNet`), and of a
+one-shot search step of the supernet (:func:`predict_supernet`).
 
 The search's memory loss keeps the paper's usage/full ratio (:mod:`dints.space.relax`): a ratio of per-path costs,
 good for ranking, not for megabytes. This module predicts the bytes a training step of the *discrete* network really
@@ -339,3 +340,91 @@ def largest_batch(arch: Any, patch: Sequence[int], budget_mb: float, *args: Any,
     one, two = (predict(arch, patch, n, *args, **kwargs).total for n in (1, 2))
     per_crop, fixed = two - one, 2 * one - two
     return max(0, int((budget_mb * MB - fixed) // per_crop))
+
+
+def predict_supernet(num_blocks: int, num_depths: int, patch: Sequence[int], batch: int = 1, channel_mul: float = 0.5,
+                     in_channels: int = 1, num_classes: int = 2, ops: Sequence[str] | None = None,
+                     recompute: bool = True, amp: bool = False, device_type: str = "cuda",
+                     use_downsample: bool = True) -> Prediction:
+    """Predicted memory of a one-shot search step of the supernet (:class:`dints.space.supernet.SuperNet`, every
+    path and op running), counted as :func:`predict` counts a discrete network's.
+
+    A supernet cell differs from a discrete one in what its ops share (:class:`dints.space.ops.MixedCell`): the
+    resampling step runs once for all its ops and the convolutions share one ReLU of its output; a skip connection
+    is multiplied by its weight, which saves its input; the op weights fold into the norms' affine parameters, so a
+    conv op saves nothing more than alone; with ``recompute`` (and without AMP) a pseudo-3D op keeps only its
+    ReLU'd input and its norm's statistics. Every stem runs, the decoder reads every level. Parameters, gradients and
+    SGD's momentum cover the weights; the architecture parameters add their gradients and Adam's two buffers.
+
+    Args:
+        num_blocks, num_depths: blocks B and levels D.
+        patch: crop size, each side divisible by ``2**(D + 1)`` (``2**D`` without ``use_downsample``).
+        batch: crops per step and process.
+        channel_mul: the search's channel multiplier.
+        in_channels, num_classes: image channels, classes with background.
+        ops: candidate op names (default op set 1).
+        recompute: the search's ``--recompute`` (only without AMP, as the supernet does).
+        amp, device_type: as :func:`predict`.
+        use_downsample: whether the stems halve the input.
+
+    Returns:
+        :class:`Prediction` (``channel_mul`` the search's).
+
+    Raises:
+        ValueError: a patch side not divisible as the network requires.
+    """
+    ops = list(ops or opset_ops(1))
+    patch, n, p = tuple(int(x) for x in patch), int(batch), precision(amp, device_type)
+    f = topology.input_divisor(num_depths, use_downsample)
+    if len(patch) != 3 or any(side % f for side in patch):
+        raise ValueError(f"patch {list(patch)}: a {num_depths}-level network needs 3 sides divisible by {f}")
+    s = int(use_downsample)
+    vox_in = math.prod(patch)
+    nums = topology.filter_nums(num_depths, channel_mul)
+    ch = topology.level_channels(num_depths, channel_mul, use_downsample)
+    vox = [math.prod(topology.level_shape(patch, r, use_downsample)) for r in range(num_depths)]
+    src, tgt, kind = (t.tolist() for t in topology.path_table(num_depths))
+    saves_p3d = not (recompute and not p.amp)
+
+    cell_saved = cell_params = cell_conv = 0
+    for q in range(len(src)):
+        c, v = ch[tgt[q]], vox[tgt[q]]
+        resample = {topology.DOWN: _down, topology.UP: _up}.get(kind[q])
+        saved, params, conv_w = resample(n, ch[src[q]], c, v, p) if resample else (0, 0, 0)
+        convs = [op_spec(name).kernels for name in ops if op_spec(name).kernels]
+        if convs:
+            saved += n * c * v * p.act  # the shared ReLU, every convolution's input
+        if len(convs) < len(ops):
+            saved += n * c * v * p.act  # a skip connection times its weight saves its input
+        for kernels in convs:
+            stats, norm_params = _norm(n, c)
+            w = sum(c * c * math.prod(k) for k in kernels)
+            if len(kernels) > 1 and not saves_p3d:
+                saved += (NORM_STATS - 1) * n * c * _FP32  # the recomputed op keeps its mean and inverse std only
+            else:
+                saved += len(kernels) * n * c * v * p.act + stats  # first convolution's output, the norm's input
+            params, conv_w = params + w + norm_params, conv_w + w
+        cell_saved, cell_params, cell_conv = cell_saved + saved, cell_params + params, cell_conv + conv_w
+    cells = (num_blocks * cell_saved, num_blocks * cell_params, num_blocks * cell_conv)
+    stems = [_stem(n, in_channels, nums[d], nums[d + s], math.prod(m // 2**d for m in patch), vox[d],
+                   use_downsample, p) for d in range(num_depths)]
+    decoder = [_conv_op(n, nums[r + s], nums[max(r + s - 1, 0)], [(3, 3, 3)], vox[r],
+                        p.act if r == num_depths - 1 else p.upsampled, p) for r in range(num_depths)]
+    head = _conv_op(n, nums[0], nums[0], [(3, 3, 3)], vox_in, p.upsampled if use_downsample else p.act, p)
+    head = (head[0] + n * nums[0] * vox_in * p.act, head[1] + nums[0] * num_classes + num_classes,
+            head[2] + nums[0] * num_classes)
+
+    groups = {"stems": stems, "cells": [cells], "decoder": decoder, "head": [head]}
+    saved, params, conv_weights = ({name: int(sum(m[i] for m in g)) for name, g in groups.items()} for i in range(3))
+    alphas = num_blocks * len(src) * (1 + len(ops))
+    parts = dict(saved, weight_copies=sum(conv_weights.values()) * p.act if p.amp else 0)
+    parts["cells"] += alphas * _FP32  # the op weights the cells read (views of one tensor)
+    weights = sum(params.values())
+    image = n * in_channels * vox_in * _FP32
+    logits = n * num_classes * vox_in * p.act
+    working = n * vox_in * (num_classes * (_FP32 + (p.act if p.amp else 0)) + nums[0] * p.act)
+    return Prediction(activations=sum(parts.values()), parts=parts, loss=loss_saved_bytes(n, num_classes, vox_in),
+                      logits=logits, batch=n * vox_in * _FP32 + (image if p.amp else 0),
+                      params=(weights + alphas) * _FP32, grads=(weights + alphas) * _FP32,
+                      momentum=(weights + 2 * alphas) * _FP32, working=working, patch=patch, batch_size=n,
+                      channel_mul=float(channel_mul), precision=p.name)
