@@ -1,7 +1,9 @@
 """Every option of every stage, in one place: name, type, default (the paper's value) and a one-line meaning.
 
-Precedence, lowest first: the defaults below, the preset file given by ``--config`` (its top-level keys, then its
-section named after the stage: ``search:``, ``retrain:``, ``test:`` or ``fuse:``), then the command line.
+Precedence, lowest first: the defaults below, the task's plan (``<work_root>/<task>/plan.yaml``, written by
+``code/plan.py`` when it exists: docs/method.md, "The plan"), the preset file given by ``--config`` (its top-level
+keys, then its section named after the stage: ``search:``, ``retrain:``, ``test:`` or ``fuse:``), then the command
+line.
 An unknown key in a preset, a value of the wrong type, or a key that says where the data and runs are (a preset
 says how to run, not where) is an error naming the file and the key.
 
@@ -29,7 +31,7 @@ from dints.data.nnunet import resolve_folder
 from dints.errors import ConfigError, DataError
 from dints.pipeline import records
 from dints.pipeline.cli import OneLineParser, cli_main
-from dints.run.layout import BASELINES, baseline_of
+from dints.run.layout import BASELINES, PLAN, baseline_of, task_dir
 from dints.space.sizes import num_paths
 
 STAGES = ("search", "retrain", "test", "fuse")
@@ -322,9 +324,15 @@ def cli_keys(argv: Sequence[str], parser: argparse.ArgumentParser) -> set[str]:
     return keys
 
 
+def plan_file(work_root: str | Path, task: str) -> Path:
+    """Where the plan of a task is written (code/plan.py) and read (:func:`load_config`)."""
+    return task_dir(work_root, task) / PLAN
+
+
 def load_config(argv: Sequence[str] | None, stage: str, prog: str | None = None, description: str | None = None,
-                add_options: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
-    """Parse one stage's options: defaults, then ``--config`` preset, then the command line.
+                add_options: Callable[[argparse.ArgumentParser], None] | None = None,
+                use_plan: bool = True) -> argparse.Namespace:
+    """Parse one stage's options: defaults, then the task's plan, then ``--config`` preset, then the command line.
 
     Args:
         argv: command-line arguments without the program name (``None``: ``sys.argv[1:]``).
@@ -332,10 +340,12 @@ def load_config(argv: Sequence[str] | None, stage: str, prog: str | None = None,
         prog, description: the command's name and description in ``--help`` (default: the stage's).
         add_options: adds a command's own options to the stage's parser (they show in its ``--help``; presets
             cannot set them).
+        use_plan: read ``<work_root>/<task>/plan.yaml`` when it exists (code/plan.py itself does not).
 
     Returns:
-        The resolved options. ``cfg.stage`` is the stage, ``cfg.sources`` maps each option set by the preset or
-        the command line to ``"<preset path>"`` or ``"command line"`` (used to word mismatch errors).
+        The resolved options. ``cfg.stage`` is the stage, ``cfg.sources`` maps each option set by the plan, the
+        preset or the command line to ``"plan <path>"``, ``"<preset path>"`` or ``"command line"`` (recorded in
+        each run's ``config_<stage>.json``; used to word mismatch errors).
 
     Raises:
         ConfigError: bad preset (unknown key, wrong type) or an inconsistent combination of options.
@@ -346,9 +356,19 @@ def load_config(argv: Sequence[str] | None, stage: str, prog: str | None = None,
     if add_options is not None:
         add_options(parser.add_argument_group(f"{parser.prog} only"))
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
+    for name in ("--config", "--task"):
+        pre.add_argument(name, default=None)
+    pre.add_argument("--data_root", default=parser.get_default("data_root"))
+    pre.add_argument("--work_root", default=parser.get_default("work_root"))
     known, _ = pre.parse_known_args(argv)
     sources: dict[str, str] = {}
+    if use_plan and known.task:
+        task = resolve_folder(known.data_root, known.task) if known.task.isdigit() else known.task
+        plan = plan_file(known.work_root, task)
+        if plan.is_file():
+            planned = read_preset(plan, stage, parser)
+            parser.set_defaults(**planned)
+            sources.update({k: f"plan {plan}" for k in planned})
     if known.config:
         preset = read_preset(known.config, stage, parser)
         parser.set_defaults(**preset)

@@ -41,6 +41,8 @@ TENSORBOARD = "tb"
 #: Files of a task's folder in the run root.
 SPLITS = "splits.json"
 LABEL_STAMP = "labels_checked.json"
+FINGERPRINT = "fingerprint.json"
+PLAN = "plan.yaml"
 CACHE = "cache"
 #: The ``--arch`` words that select a built-in baseline instead of an architecture file (docs/method.md,
 #: "Baselines"); a baseline retrains into its own ``retrain-<baseline>-fold<k>``.
