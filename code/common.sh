@@ -18,6 +18,9 @@ HOSTS=${HOSTS:-}                       # horovodrun's host list, e.g. node1:8,no
 RDZV_ENDPOINT=${RDZV_ENDPOINT:-}       # torchrun's rendezvous HOST:PORT when NNODES > 1 (the same on every node)
 RDZV_ID=${RDZV_ID:-dints}              # torchrun's job id (one per concurrent job)
 MEM=${MEM:-}                           # --mem, the search's memory budget (unset: the preset's, else 0.8)
+GPU_MB=${GPU_MB:-}                     # stage 0 (and stage 2's re-plan): --gpu_mb, the GPU memory (MB) the plan sizes
+                                       # patches and batches for (unset: the plan's, else the CUDA device's, else a
+                                       # value for a CPU run)
 DATA_ROOT=${DATA_ROOT:-$REPO_DIR/data} # --data_root, the folder holding the task folders
 WORK_ROOT=${WORK_ROOT:-$REPO_DIR/work} # --work_root, where run folders go
 PRESET=${PRESET:-}                     # preset YAML; empty: configs/<task>.yaml when it exists, else none
@@ -66,6 +69,10 @@ common_args() {  # common_args TASK -> the options every stage shares
   # shellcheck disable=SC2086
   echo ${p:+--config "$p"} --data_root "$DATA_ROOT" --task "$1" --work_root "$WORK_ROOT" ${MEM:+--mem "$MEM"} \
     $EXTRA_ARGS
+}
+
+gpu_mb_arg() {  # gpu_mb_arg -> "--gpu_mb GPU_MB" when GPU_MB is set (code/plan.py's own option)
+  if [ -n "$GPU_MB" ]; then echo "--gpu_mb $GPU_MB"; fi
 }
 
 folds_arg() {  # folds_arg -> "--folds FOLDS" when FOLDS is set

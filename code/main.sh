@@ -2,17 +2,19 @@
 # usage: bash code/main.sh N [N ...] | all
 # Chain the DiNTS stages per task and fold.
 #
-#   bash code/main.sh N [N ...]   N = 1 search, 2 retrain, 3 test on validation, 4 inference on test data,
-#                                 5 fuse the folds, 6 resample to the original images (several: in the order given);
-#                                 0 the dataset's fingerprint (code/plan.py; not part of all)
-#   bash code/main.sh all         stages 1 to 6, in order, then the report (printed, report.md, and the results
+#   bash code/main.sh N [N ...]   N = 0 the dataset's fingerprint and the plan (code/plan.py: plan.yaml, sized
+#                                 for GPU_MB), 1 search, 2 retrain, 3 test on validation, 4 inference on test data,
+#                                 5 fuse the folds, 6 resample to the original images (several: in the order given)
+#   bash code/main.sh all         stages 0 to 6, in order, then the report (printed, report.md, and the results
 #                                 page report/index.html in the run folder)
 #
 # Settings are environment variables (code/common.sh lists them with their defaults), e.g.
 #   TASKS=Task99_Demo PRESET=configs/tiny.yaml DATA_ROOT=data WORK_ROOT=work bash code/main.sh all
 # SEARCH_SEEDS=K (K >= 2) makes stage 1 run K searches (--seed and the next K-1, each in <run>/seeds/seed<s>/) and
 # keep the one with the highest supernet validation Dice at its last validation (ties: the lower seed).
-# Precedence, lowest first: the defaults of code/config.py < the preset < the variables that are set < EXTRA_ARGS.
+# Precedence, lowest first: the defaults of code/config.py < the plan (<work_root>/<task>/plan.yaml, once stage 0
+# has written it) < the preset < the variables that are set < EXTRA_ARGS. Stage 2 first re-plans retraining for the
+# searched architecture.
 # A finished stage (or fold) is skipped when it was made with the same options; made with other options, it is
 # refused with one line naming the option (FORCE=1 redoes it, another WORK_ROOT keeps both).
 #
@@ -48,7 +50,7 @@ run_stage() {  # run_stage N: run stage N's driver; report how it ended when it 
 }
 
 if [ "$*" = all ]; then
-  for n in 1 2 3 4 5 6; do run_stage "$n"; done
+  for n in 0 1 2 3 4 5 6; do run_stage "$n"; done
   for task in $TASKS; do
     # shellcheck disable=SC2046
     "$PYTHON" "$HERE/report.py" $(common_args "$task") $(folds_arg) --html

@@ -10,4 +10,8 @@ stage_args() {
   if [ -n "$ARCH_MEM" ]; then echo "--arch_mem $ARCH_MEM"; fi
   if [ "$FORCE" = 1 ]; then echo "--resume no"; fi
 }
+for task in $TASKS; do  # a planned task: size retraining for the architecture it retrains (code/plan.py)
+  # shellcheck disable=SC2046
+  launch plan.py $(common_args "$task") ${ARCH:+--arch "$ARCH"} $(gpu_mb_arg) --if_planned || exit $?
+done
 per_fold retrain retrain retrain.py

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 pytestmark = pytest.mark.slow  # main.sh in subprocesses
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,10 +182,12 @@ def test_a_bad_search_seeds_is_one_line_before_anything_runs(demo_root, tmp_path
     assert not (tmp_path / "work").exists()
 
 
-def test_an_nnunet_dataset_through_every_stage_and_predict(tmp_path):
-    """The demo as an nnU-Net v2 dataset with 2 channels, named by its number: its own splits_final.json gives the
-    folds, the finals lie on the original grids named <case>.nii.gz, and predict.py (a model folder) names and
-    segments its channel files the same way."""
+def test_an_nnunet_dataset_without_a_preset_through_every_stage_and_predict(tmp_path):
+    """The demo as an nnU-Net v2 dataset with 2 channels, named by its number, with no preset: only GPU_MB and short
+    iteration counts. Stage 0 plans it (the paper's network at the patch and batch that fit), stage 2 re-plans
+    retraining for the searched architecture; its own splits_final.json gives the folds, the finals lie on the
+    original grids named <case>.nii.gz, and predict.py (a model folder) names and segments its channel files the same
+    way."""
     import nibabel as nib
 
     sys.path.insert(0, str(ROOT))
@@ -196,23 +199,37 @@ def test_an_nnunet_dataset_through_every_stage_and_predict(tmp_path):
     folds = [{"train": [c for c in cases if c not in val], "val": val}
              for val in (cases[:2], cases[2:4], cases[4:])]
     (data / "Dataset099_Demo" / "splits_final.json").write_text(json.dumps(folds))
-    v = dict(TASKS="99", PRESET=str(ROOT / "configs" / "tiny.yaml"), FOLDS="0 1", EXTRA_ARGS=FAST + " --num_folds 3")
-    r = main_sh("0", data=data, work=work, **v)  # stage 0: the fingerprint, both channels
-    assert "[plan] 99: fingerprint" in r.stdout
+    # The smallest GPU the paper's search space fits at 32^3 with AMP (predicted 2132 MB of 2600 MB less 15%).
+    short = "--iters 1 --warmup_iters 0 --val_interval 1 --sw_overlap 0 --num_workers 0 --num_folds 3"
+    v = dict(TASKS="99", FOLDS="0", GPU_MB="2600", EXTRA_ARGS=short, OMP_NUM_THREADS="2")  # the paper's network: 2 threads
+    r = main_sh("0", data=data, work=work, **v)  # stage 0: the fingerprint, both channels, and the plan
+    assert "[plan] 99: fingerprint and plan" in r.stdout
     fingerprint = json.loads((work / "Dataset099_Demo" / "fingerprint.json").read_text())
     assert [s["name"] for s in fingerprint["intensity"].values()] == ["CT", "MR"] and len(fingerprint["cases"]) == 6
+    plan = work / "Dataset099_Demo" / "plan.yaml"
+    first = yaml.safe_load(plan.read_text())
+    assert first["intensity"] == "zscore" and first["spacing"] == [1.0, 1.0, 1.0]  # CT + MR; 1.6 x 1.6 x 3 mm
+    assert first["search"]["patch_size"] == [32, 32, 32] and "provisional" in plan.read_text()
     r = main_sh("all", data=data, work=work, **v)
     run = work / "search-bilevel-ent-mem0.8-Dataset099_Demo"
+    # Retraining was re-planned for the searched architecture, lighter than the heaviest, and ran as planned.
+    text = plan.read_text()
+    assert f"the architecture {run / 'arch.json'}" in text and "GPU memory: 2600 MB (--gpu_mb)" in text
+    replanned = yaml.safe_load(text)["retrain"]
+    record = json.loads((run / "retrain-fold0" / "config_retrain.json").read_text())["config"]
+    assert [record[k] for k in ("patch_size", "batch_size", "sw_batch_size")] == \
+        [replanned[k] for k in ("patch_size", "batch_size", "sw_batch_size")]
+    assert record["sources"]["patch_size"] == f"plan {plan}" and record["sources"]["iters"] == "command line"
+    assert json.loads((run / "config_search.json").read_text())["config"]["patch_size"] == [32, 32, 32]
     assert json.loads((work / "Dataset099_Demo" / "splits.json").read_text())["folds"] == folds
-    assert json.loads((run / "val-fold1" / "summary.json").read_text())["cases"] == 2
+    assert json.loads((run / "val-fold0" / "summary.json").read_text())["cases"] == 2
     assert sorted(p.name for p in (run / "final").iterdir()) == ["demo_006.nii.gz", "demo_007.nii.gz"]
     for name in ("demo_006", "demo_007"):
         image = nib.load(str(data / "Dataset099_Demo" / "imagesTs" / f"{name}_0000.nii.gz"))
         final = nib.load(str(run / "final" / f"{name}.nii.gz"))
         assert final.shape == image.shape and np.allclose(final.affine, image.affine, atol=1e-4)
     assert "Final label maps (2 test images" in r.stdout
-    common = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--data_root", str(data), "--task", "99",
-              "--work_root", str(work), *FAST.split(), "--num_folds", "3", "--folds", "0", "1"]
+    common = ["--data_root", str(data), "--task", "99", "--work_root", str(work), *short.split(), "--folds", "0"]
     subprocess.run([sys.executable, str(ROOT / "scripts" / "export_model.py"), *common, "--out",
                     str(tmp_path / "model")], check=True, capture_output=True)
     subprocess.run([sys.executable, str(ROOT / "code" / "predict.py"), "--model", str(tmp_path / "model"), "--input",

@@ -38,7 +38,7 @@ def test_largest_patch_then_largest_batch():
 
 def test_batch_cap_and_does_not_fit():
     mem = memory_of(1, 0)
-    found = fit.fit(mem, (32, 32, 32), 32, 10**9, max_batch=4)
+    found = fit.fit(mem, (32, 32, 32), 32, 10**9, max_batch=lambda patch: 4)
     assert found.batch == 4 and found.capped
     with pytest.raises(fit.DoesNotFit, match="32x32x32 patch with batch 1 needs"):
         fit.fit(memory_of(1, 10**9), (64, 64, 64), 32, 100)

@@ -36,6 +36,8 @@ from dints.space.sizes import input_divisor
 
 #: ``--gpu_mb`` without a CUDA device: what a CPU run is planned for (MB).
 CPU_GPU_MB = 8192.0
+#: nnU-Net's cap on the batch: its crops cover at most this share of the dataset's voxels.
+BATCH_SHARE = 0.05
 #: The values the plan sets, by section (None: top level).
 KEYS: dict[str | None, tuple[str, ...]] = {
     None: ("spacing", "intensity", "ct_window"),
@@ -96,8 +98,14 @@ def _shape(v: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in v)
 
 
+def batch_cap(dataset_voxels: int, patch: Sequence[int], num_samples: int, min_batch: int) -> int:
+    """nnU-Net's cap on the batch: its crops cover at most :data:`BATCH_SHARE` of the dataset's voxels (at least
+    ``min_batch``)."""
+    return max(min_batch, int(BATCH_SHARE * dataset_voxels // (math.prod(patch) * num_samples)))
+
+
 def _sizes(section: str, memory: Callable[[tuple[int, ...], int], int], image: Sequence[int], divisor: int,
-           budget: int, cfg, min_batch: int, what: str) -> tuple[list[Entry], tuple[int, ...]]:
+           budget: int, cfg, min_batch: int, what: str, dataset_voxels: int) -> tuple[list[Entry], tuple[int, ...]]:
     """Entries for ``patch_size`` and ``batch_size`` of one stage; returns them and the effective patch."""
     entries = []
     med = _shape(image)
@@ -107,13 +115,16 @@ def _sizes(section: str, memory: Callable[[tuple[int, ...], int], int], image: S
         over = "" if one <= budget else f", OVER the budget of {budget / MB:.0f} MB"
         entries.append(Entry(section, "patch_size", list(patch), f"{what} with batch {min_batch}: {one / MB:.0f} MB "
                              f"predicted{over}", _overrider(cfg, "patch_size")))
-        batch = fitting.largest_batch(memory, patch, budget, min_batch)
+        cap = batch_cap(dataset_voxels, patch, cfg.num_samples, min_batch)
+        batch = fitting.largest_batch(memory, patch, budget, min_batch, cap)
     else:
         try:
-            found = fitting.fit(memory, image, divisor, budget, min_batch)
+            found = fitting.fit(memory, image, divisor, budget, min_batch,
+                                lambda p: batch_cap(dataset_voxels, p, cfg.num_samples, min_batch))
         except fitting.DoesNotFit as err:
             raise fitting.DoesNotFit(f"{section}, {what}: {err}") from None
         patch, batch = found.patch, found.batch
+        cap = batch_cap(dataset_voxels, patch, cfg.num_samples, min_batch)
         larger = ("no larger step lies within the median image" if found.larger_patch is None else
                   f"the next larger step {_shape(found.larger_patch)} needs {found.larger_patch_bytes / MB:.0f} MB")
         entries.append(Entry(section, "patch_size", list(patch),
@@ -127,11 +138,15 @@ def _sizes(section: str, memory: Callable[[tuple[int, ...], int], int], image: S
                              f"{memory(patch, cfg.batch_size) / MB:.0f} MB predicted", _overrider(cfg, "batch_size")))
     else:
         crops = f" ({cfg.num_samples} crops each)" if cfg.num_samples > 1 else ""
+        if batch == cap and memory(patch, batch + 1) <= budget:
+            limit = (f"capped: {batch} crops cover {BATCH_SHARE:.0%} of the dataset's voxels (nnU-Net's rule; "
+                     f"one more fits, {memory(patch, batch + 1) / MB:.0f} MB)")
+        else:
+            limit = f"one more needs {memory(patch, batch + 1) / MB:.0f} MB"
         entries.append(Entry(section, "batch_size", batch,
                              f"the largest batch{crops} at this patch within the budget: "
-                             f"{memory(patch, batch) / MB:.0f} MB predicted; one more needs "
-                             f"{memory(patch, batch + 1) / MB:.0f} MB" + (" (at least 2 for retraining)"
-                                                                         if min_batch > 1 else "")))
+                             f"{memory(patch, batch) / MB:.0f} MB predicted; {limit}"
+                             + (" (at least 2 for retraining)" if min_batch > 1 else "")))
     return entries, patch
 
 
@@ -185,18 +200,19 @@ def make_plan(fingerprint: dict, configs: dict[str, Any], gpu_mb: float, arch: A
     if window is not None and _eff(search, "intensity", kind) == "ct":
         entries.append(ruled("ct_window", window, "the window of --intensity ct, as above"))
 
-    def images(cfg) -> tuple[list[int], list[int]]:  # the median and the largest image at the stage's spacing
+    def images(cfg) -> tuple[list[int], list[int], int]:  # the median and the largest image, the dataset's voxels
         target = _eff(cfg, "spacing", spacing)
         resampled = [resampled_shape(sh, sp, target) for sh, sp in zip(shapes, spacings)]
         largest = max(resampled, key=math.prod)
-        return [int(v) for v in np.median(np.asarray(resampled), axis=0)], largest
+        total = sum(math.prod(r) for r in resampled)
+        return [int(v) for v in np.median(np.asarray(resampled), axis=0)], largest, total
 
     in_ch, classes = search.in_channels, search.num_classes
     amp = {s: bool(c.amp and cuda) for s, c in configs.items()}
     ops = opset_ops(search.opset, search.cellop)
 
     # The search: the one-shot supernet.
-    image, largest = images(search)
+    image, largest, total = images(search)
     divisor = input_divisor(search.levels, bool(search.use_downsample))
 
     def supernet(patch, n, cfg=search):
@@ -207,7 +223,7 @@ def make_plan(fingerprint: dict, configs: dict[str, Any], gpu_mb: float, arch: A
     what = (f"one-shot supernet step ({search.blocks} blocks, {search.levels} levels, channel_mul "
             f"{search.channel_mul:g}, {'AMP' if amp['search'] else 'float32'}"
             + (", pseudo-3D recomputed" if search.recompute and not amp['search'] else "") + ")")
-    sized, patch = _sizes("search", supernet, image, divisor, budget, search, 1, what)
+    sized, patch = _sizes("search", supernet, image, divisor, budget, search, 1, what, total)
     entries += sized
     out_bytes = (classes + 1) * 4 * math.prod(largest)
 
@@ -221,7 +237,7 @@ def make_plan(fingerprint: dict, configs: dict[str, Any], gpu_mb: float, arch: A
                              fitting.windows(largest, patch, search.sw_overlap), "the supernet"))
 
     # Retraining (and the tests, with its patch): the architecture it retrains.
-    image, largest = images(retrain)
+    image, largest, total = images(retrain)
     mul = retrain.channel_mul if retrain.channel_mul is not None else (
         arch.channel_mul * 2 if arch is not None else 2 * search.channel_mul)
     if arch is None:
@@ -231,14 +247,14 @@ def make_plan(fingerprint: dict, configs: dict[str, Any], gpu_mb: float, arch: A
                  f"{ops[int(arch.arch_code_c[0, 0])]}) at channel_mul {mul:g}; re-planned from the searched one")
     else:
         about = f"the architecture {arch_source} at channel_mul {mul:g}"
-    divisor = input_divisor(arch.node_a.shape[1], bool(getattr(arch, "use_downsample", True)))
+    divisor = input_divisor(np.asarray(arch.node_a).shape[1], bool(getattr(arch, "use_downsample", True)))
 
     def discrete(p, n, cfg=retrain):
         return predict(arch, p, n * cfg.num_samples, mul, in_ch, classes, amp=amp["retrain"], momentum=cfg.momentum > 0).total
 
     what = f"training step ({'AMP' if amp['retrain'] else 'float32'})"
     try:
-        sized, patch = _sizes("retrain", discrete, image, divisor, budget, retrain, 2, what)
+        sized, patch = _sizes("retrain", discrete, image, divisor, budget, retrain, 2, what, total)
     except fitting.DoesNotFit as err:
         if arch_source is not None:
             raise

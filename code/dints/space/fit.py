@@ -68,9 +68,9 @@ class DoesNotFit(ValueError):
 
 
 def fit(memory: Callable[[tuple[int, ...], int], int], image: Sequence[int], divisor: int, budget: int,
-        min_batch: int = 1, max_batch: int | None = None) -> Fit:
+        min_batch: int = 1, max_batch: Callable[[tuple[int, ...]], int] | None = None) -> Fit:
     """The largest patch of :func:`patch_steps` whose ``memory(patch, min_batch)`` is at most ``budget`` bytes, then
-    the largest batch (at most ``max_batch``) whose ``memory(patch, batch)`` is.
+    the largest batch (at most ``max_batch(patch)``) whose ``memory(patch, batch)`` is.
 
     Raises:
         DoesNotFit: the smallest patch with ``min_batch`` crops is over the budget (its bytes in the message).
@@ -84,9 +84,10 @@ def fit(memory: Callable[[tuple[int, ...], int], int], image: Sequence[int], div
     else:
         raise DoesNotFit(f"a {'x'.join(map(str, patch))} patch with batch {min_batch} needs {need / MB:.0f} MB "
                          f"predicted, over the {budget / MB:.0f} MB planned for")
-    batch = largest_batch(memory, patch, budget, min_batch, max_batch)
+    cap = None if max_batch is None else max_batch(tuple(patch))
+    batch = largest_batch(memory, patch, budget, min_batch, cap)
     return Fit(tuple(patch), batch, memory(patch, batch), larger, larger_bytes, memory(patch, batch + 1),
-               capped=max_batch is not None and batch == max_batch and memory(patch, batch + 1) <= budget)
+               capped=cap is not None and batch == cap and memory(patch, batch + 1) <= budget)
 
 
 def largest_batch(memory: Callable[[tuple[int, ...], int], int], patch: tuple[int, ...], budget: int,
