@@ -139,8 +139,8 @@ def _sizes(section: str, memory: Callable[[tuple[int, ...], int], int], image: S
     else:
         crops = f" ({cfg.num_samples} crops each)" if cfg.num_samples > 1 else ""
         if batch == cap and memory(patch, batch + 1) <= budget:
-            limit = (f"capped: {batch} crops cover {BATCH_SHARE:.0%} of the dataset's voxels (nnU-Net's rule; "
-                     f"one more fits, {memory(patch, batch + 1) / MB:.0f} MB)")
+            limit = (f"capped by nnU-Net's rule, a batch covers at most {BATCH_SHARE:.0%} of the dataset's voxels "
+                     f"(at least {min_batch}): one more would fit, {memory(patch, batch + 1) / MB:.0f} MB")
         else:
             limit = f"one more needs {memory(patch, batch + 1) / MB:.0f} MB"
         entries.append(Entry(section, "batch_size", batch,
