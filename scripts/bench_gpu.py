@@ -13,6 +13,12 @@ GPU), each measurement in a fresh process (``scripts/benchkit.py``), ours then M
 - sliding-window inference of a 512 × 512 × 100 volume (96³ windows, overlap 0.625, the test stage's windows per
   batch), on the GPU.
 
+Then the plan's promise (``code/plan.py``, docs/method.md "The plan"): a Task09-like dataset (41 CT cases of
+512 × 512 × 90 voxels of 0.79 × 0.79 × 5 mm) is planned for the GPU's memory (``--gpu_mb``, default the device's),
+and one search iteration and one retraining iteration (the same architecture as above) run at the planned patch and
+batch with mixed precision: ``torch.cuda.max_memory_allocated`` against the predicted peak (goal: within 15 % and
+under ``--gpu_mb``).
+
 Figures: seconds and iterations per second (median of ``--repeats`` after ``--warmup``), and peak GPU memory
 (``torch.cuda.max_memory_allocated``: weights, activations, gradients, optimiser state). Then, when
 ``scripts/bench_memory.py`` exists, ``python scripts/bench_memory.py --device cuda $BENCH_MEMORY_ARGS`` (the memory
@@ -71,6 +77,18 @@ def tables(res: dict) -> dict[str, str]:
               if impl + "_error" in r]
     if errors:
         out["GPU"] += "\n\nFailed: " + "; ".join(errors)
+    if res.get("plan"):
+        pl = res["plan"]
+        out["GPU plan"] = (
+            f"{pl['dataset']}, planned for {pl['gpu_mb']:.0f} MB ({pl['gpu_source']}; the plan keeps 15% free); one "
+            f"iteration at the planned sizes, mixed precision {'on' if res['amp'] else 'off'}; measured: "
+            f"{'torch.cuda.max_memory_allocated' if res['device'] == 'cuda' else 'peak resident memory added (CPU)'}"
+            "\n\n" + table(
+                ["workload", "planned patch", "batch", "predicted (MB)", "measured (MB)", "measured / predicted",
+                 "under --gpu_mb"],
+                [[r["label"], "×".join(map(str, r["patch"])), r["batch"], fmt(r["predicted_mb"], ".0f"),
+                  fmt(r.get("measured_mb"), ".0f"), fmt(r.get("ratio"), ".3f"),
+                  r.get("error") or ("yes" if r.get("under") else "no")] for r in pl["rows"]]))
     if res.get("memory_predictor") is not None:
         out["GPU memory predictor"] = "scripts/bench_memory.py on the GPU\n\n" + flat_table(res["memory_predictor"])
     return out
@@ -97,6 +115,73 @@ def memory_predictor(device: str, tiny: bool, deadline: float) -> dict | None:
         return {"error": "no JSON line in its output", "command": shlex.join(cmd[1:])}
 
 
+#: A Task09-like dataset: (cases, voxel size in mm, shape in voxels), CT.
+PLAN_DATASET = (41, (0.79, 0.79, 5.0), (512, 512, 90))
+
+
+def plan_check(device: str, gpu_mb: float | None, tiny: bool, arch_file: str | None, threads: int,
+               deadline: float) -> dict:
+    """Plan the Task09-like dataset for ``gpu_mb`` and measure one search and one retraining iteration at the
+    planned sizes against the predicted peaks (``--tiny``: the tiny preset's network, 4 blocks, 3 levels,
+    channel_mul 0.25, for 300 MB, on the CPU when there is no GPU)."""
+    from benchkit import benchmark_arch, stage_options
+    from dints.pipeline import planning
+    from dints.space.network_memory import MB, predict, predict_supernet
+    from dints.space.opsets import opset_ops
+
+    if gpu_mb is None:
+        gpu_mb, source = (300.0, "--tiny") if tiny else planning.default_gpu_mb()
+    else:
+        source = "--gpu_mb"
+    cases, spacing, shape = PLAN_DATASET
+    fingerprint = {"cases": [{"spacing": list(spacing), "shape": list(shape)}] * cases,
+                   "median": {"nonzero_ratio": 1.0}, "channels": {"0": "CT"}, "intensity": {"0": {"samples": 0}}}
+    preset = "Task09_Spleen"  # its CT window; patches and batches are the plan's
+    net = ["--blocks", "4", "--levels", "3"] if tiny else []
+    narrow = ["--channel_mul", "0.25"] if tiny else []  # the search's; retraining doubles it
+    configs = {s: stage_options(preset, s, [*SPLEEN, *net, *(narrow if s == "search" else [])])
+               for s in ("search", "retrain", "test")}
+    spec_arch = {"preset": preset, "arch_seed": 0, "search_options": [*SPLEEN, *net, *narrow],
+                 **({"arch_file": arch_file} if arch_file else {})}
+    arch = benchmark_arch(spec_arch)
+    entries = planning.make_plan(fingerprint, configs, gpu_mb, arch, "the benchmark's architecture",
+                                 cuda=device == "cuda")
+    got = {(e.section, e.key): e.value for e in entries}
+    amp = device == "cuda"
+    s, r = configs["search"], configs["retrain"]
+    ops = opset_ops(s.opset, s.cellop)
+    rows = []
+    for kind, section in (("search", "search"), ("train", "retrain")):
+        patch, batch = got[(section, "patch_size")], got[(section, "batch_size")]
+        if kind == "search":
+            predicted = predict_supernet(s.blocks, s.levels, patch, batch, s.channel_mul, 1, 2, ops,
+                                         recompute=bool(s.recompute), amp=amp,
+                                         use_downsample=bool(s.use_downsample)).total
+            label = f"search iteration (supernet, channel_mul {s.channel_mul:g})"
+        else:
+            mul = r.channel_mul if r.channel_mul is not None else 2 * arch.channel_mul
+            predicted = predict(arch, patch, batch, mul, 1, 2, amp=amp).total
+            label = f"retraining iteration (channel_mul {mul:g})"
+        row = {"label": label, "patch": list(patch), "batch": batch, "predicted_mb": round(predicted / MB, 1)}
+        options = [*SPLEEN, *net, *(narrow if kind == "search" else []), "--patch_size", *map(str, patch),
+                   "--batch_size", str(batch)]
+        spec = {"kind": kind, "impl": "ours", "preset": preset, "options": options, "device": device, "amp": True,
+                "threads": threads, "warmup": 1, "repeats": 1, **spec_arch}
+        print(f"plan: {label} at {'x'.join(map(str, patch))} x {batch} ...", flush=True)
+        try:
+            m = measure(spec, timeout=max(1.0, deadline - time.monotonic()))
+        except SystemExit as err:
+            row["error"] = str(err)[-300:]
+            print(f"  failed: {row['error']}", flush=True)
+        else:
+            row.update(measured_mb=m["peak_mb"], ratio=round(m["peak_mb"] / row["predicted_mb"], 4),
+                       under=m["peak_mb"] < gpu_mb)
+            print(f"  predicted {row['predicted_mb']:.0f} MB, measured {m['peak_mb']:.0f} MB", flush=True)
+        rows.append(row)
+    return {"dataset": f"Task09-like: {cases} CT cases of {'×'.join(map(str, shape))} voxels of "
+                       f"{'×'.join(map(str, spacing))} mm", "gpu_mb": gpu_mb, "gpu_source": source, "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
@@ -111,6 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--budget", type=float, default=450, help="seconds for everything (measurements that would "
                                                            "overrun it are skipped)")
     p.add_argument("--tiny", action="store_true", help="tiny sizes, on the CPU when there is no GPU")
+    p.add_argument("--gpu_mb", type=float, default=None,
+                   help="GPU memory (MB) to plan the Task09-like dataset for (default: the device's; --tiny: 300)")
     a = p.parse_args(argv)
     cuda = torch.cuda.is_available()
     if not cuda and not a.tiny:
@@ -147,6 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
         row["peak_ratio"] = ratio(row.get("ours_peak_mb"), row.get("monai_peak_mb"))
         res["rows"][kind] = row
 
+    res["plan"] = plan_check(device, a.gpu_mb, a.tiny, a.arch, a.threads, deadline)
     res["memory_predictor"] = memory_predictor(device, a.tiny, deadline)
 
     out = finish("gpu", environment(a.threads, device), res, tables(res))

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # GPU benchmarks, ours vs MONAI's DiNTS: the Task09_Spleen preset's search and retraining iterations at
 # 96³ with mixed precision, sliding-window inference on a 512×512×100 volume, peak GPU memory and iterations per
-# second; the memory predictor's check on the GPU when scripts/bench_memory.py exists. Under 8 minutes on one H200.
+# second; the plan's check (a Task09-like dataset planned for the GPU's memory by code/plan.py's rules, one search and
+# one retraining iteration at the planned patch and batch: measured peak against predicted); the memory predictor's
+# check on the GPU when scripts/bench_memory.py exists. Under 8 minutes on one H200.
 # Writes gpu.json and gpu.log to $OUT (default docs/bench-results), then the benchmarks page with the GPU section
 # from every saved result: docs/benchmarks.md, and $OUT/benchmarks.md when OUT is set.
 #

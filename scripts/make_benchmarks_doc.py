@@ -59,6 +59,7 @@ SECTIONS = [
     ("Demo: wall time per stage", "demo", "Demo wall time"),
     ("Demo: validation Dice", "demo", "Demo validation Dice"),
     ("GPU", "gpu", "GPU"),
+    ("GPU: the plan's sizes, predicted and measured", "gpu", "GPU plan"),
     ("GPU: memory predictor", "gpu", "GPU memory predictor"),
 ]
 NOTES_PLACEHOLDER = "_Not written yet: say here what limits each goal marked not met (edit {path})._"

@@ -104,8 +104,13 @@ def test_bench_gpu_sh_tiny_on_cpu(tmp_path):
     for kind in ("search", "train", "infer"):
         r = res["rows"][kind]
         assert r["ours_s"] > 0 and r["monai_s"] > 0 and r["ours_peak_mb"] is not None, (kind, r)
+    # The plan's sizes for the Task09-like dataset (the tiny network, 300 MB): predicted against measured.
+    rows = res["plan"]["rows"]
+    assert [r["label"].split(" ")[0] for r in rows] == ["search", "retraining"] and res["plan"]["gpu_mb"] == 300
+    assert all(r["predicted_mb"] <= 300 * 0.85 and r["measured_mb"] > 0 and "error" not in r for r in rows), rows
     page = (tmp_path / "benchmarks.md").read_text()
     assert "## GPU" in page and "search iteration (--tiny)" in page
+    assert "## GPU: the plan's sizes, predicted and measured" in page and "Task09-like: 41 CT cases" in page
     assert (doc.read_text() if doc.is_file() else None) == before  # a tiny run leaves the real page alone
 
 
