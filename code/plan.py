@@ -42,6 +42,14 @@ FINGERPRINT = layout.FINGERPRINT
 PLAN_INPUTS = "plan_inputs.json"
 
 
+def read_json_or_none(path: Path) -> object:
+    """A file this stage wrote before, or None when it is missing or unreadable (then it is made again)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def describe(f: dict) -> list[str]:
     """The fingerprint in a few lines."""
     m = f["median"]
@@ -69,7 +77,7 @@ def fingerprint(cfg, task, log) -> dict:
     def check() -> tuple[dict, dict | None]:  # the task's checks, what the fingerprint depends on, the saved one
         check_headers(task)
         check_labels(task, stamp, progress=True)
-        return fp.file_key(task), json.loads(out.read_text()) if out.is_file() else None
+        return fp.file_key(task), read_json_or_none(out)
 
     key, saved = dist.on_main(check)
     if isinstance(saved, dict) and saved.get("key") == key:
@@ -169,7 +177,7 @@ def run_plan(argv: list[str] | None) -> Path:
         return plan
     found = fingerprint(resolved["search"], task, log)
     inputs = plan.with_name(PLAN_INPUTS)
-    kept = json.loads(inputs.read_text()) if plan.is_file() and inputs.is_file() else None
+    kept = read_json_or_none(inputs) if plan.is_file() else None
     if cfg.gpu_mb is not None:  # AMP runs on CUDA only: planned for a --gpu_mb, a GPU runs it (with --amp)
         gpu_mb, gpu_source, cuda = cfg.gpu_mb, "--gpu_mb", True
     elif isinstance(kept, dict) and {"gpu_mb", "gpu_source", "cuda"} <= kept.keys():

@@ -294,3 +294,7 @@ def test_the_fingerprint_shared_by_two_processes_equals_one_process(launcher, de
     assert len(one["cases"]) == 10 and one["intensity"]["0"]["samples"] > 0
     one.pop("key"), two.pop("key")  # names the files of each work root's data, the same here
     assert one == two
+    import yaml  # and the plan made from it, written once
+
+    plans = [yaml.safe_load((tmp_path / w / "Task99_Demo" / "plan.yaml").read_text()) for w in ("one", "two")]
+    assert plans[0] == plans[1] and plans[0]["search"]["patch_size"]

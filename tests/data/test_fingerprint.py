@@ -91,3 +91,11 @@ def test_nonzero_box_of_any_channel():
     c[1, 4, 2, 5] = -3
     assert nonzero_box(c) == [4, 1, 3]
     assert nonzero_box(np.zeros((1, 3, 4, 5))) == [3, 4, 5]
+
+
+def test_a_corrupt_fingerprint_is_made_again(hand_made):
+    data, work = hand_made / "data", hand_made / "work"
+    first = _plan(data, work)
+    path = work / "Task90_Hand" / "fingerprint.json"
+    path.write_text('{"key": ')  # cut short, e.g. by a full disk
+    assert _plan(data, work) == first
