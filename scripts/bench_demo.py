@@ -39,7 +39,7 @@ from benchkit import ROOT, environment, finish, fmt, table  # noqa: E402
 from dints.run import layout  # noqa: E402
 
 TASK, MEM = "Task99_Demo", 0.8
-STAGES = {1: "search", 2: "retrain (5 folds)", 3: "test on validation", 4: "inference on test data", 5: "fuse",
+STAGES = {0: "fingerprint and plan", 1: "search", 2: "retrain (5 folds)", 3: "test on validation", 4: "inference on test data", 5: "fuse",
           6: "resample + report"}
 LOG_NAME = "bench_demo.log"
 STAGE_LINE = re.compile(r"^\[main\] stage (\d)")
@@ -102,7 +102,7 @@ def times_from_bench_log(log: Path) -> dict:
     starts = sorted(stage_start.items())
     stages = {n: (starts[i + 1][1] if i + 1 < len(starts) else end) - t for i, (n, t) in enumerate(starts)}
     return {"source": f"{log.name} (timestamped as the demo ran)", "setup_s": setup_end,
-            "data_s": stage_start[1] - setup_end, "stages": stages, "total_s": end,
+            "data_s": starts[0][1] - setup_end, "stages": stages, "total_s": end,
             "after_setup_s": end - setup_end, "env": header.get("env"),
             "shortened": bool(header.get("FOLDS")) or not seed_only(header.get("EXTRA_ARGS"))}
 

@@ -132,7 +132,7 @@ def test_bench_demo_from_its_own_log(tmp_path, capsys):
               "env": {k: "x" for k in ENV_KEYS}}
     lines = [f"# {json.dumps(header)}", "[     0.500] [setup] requirements already installed",
              "[     1.000] [setup] done (.venv)", "[     2.500] wrote data/Task99_Demo/dataset.json",
-             "[     3.000] [main] stage 1 (search)", "[    50.000] some progress",
+             "[     3.000] [main] stage 0 (plan)", "[     5.000] [main] stage 1 (search)", "[    50.000] some progress",
              "[    60.000] [main] stage 2 (retrain)", "[   200.000] [main] stage 3 (test-val)",
              "[   210.000] [main] stage 4 (test-infer)", "[   220.000] [main] stage 5 (fuse)",
              "[   225.000] [main] stage 6 (resample)", "[   240.000] Task Task99_Demo: validation Dice per fold",
@@ -141,7 +141,8 @@ def test_bench_demo_from_its_own_log(tmp_path, capsys):
     res = bench_demo.main(["--from_work", str(work)])
     assert res["setup_s"] == 1.0 and res["data_s"] == 2.0 and res["total_s"] == 241.0
     assert res["after_setup_s"] == 240.0 and not res["shortened"]
-    assert list(res["stages"].values()) == [57.0, 140.0, 10.0, 10.0, 5.0, 16.0]
+    assert list(res["stages"].values()) == [2.0, 55.0, 140.0, 10.0, 10.0, 5.0, 16.0]
+    assert list(res["stages"])[0] == "0 fingerprint and plan"
     assert res["mean_val_dice"] == pytest.approx(0.85) and res["val_dice_folds"] == {"0": 0.9, "1": 0.8}
     assert last_json_line(capsys.readouterr().out) == json.loads(json.dumps(res))
 

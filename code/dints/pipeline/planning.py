@@ -131,8 +131,6 @@ def _sizes(section: str, memory: Callable[[tuple[int, ...], int], int], image: S
                              f"the largest patch (sides multiples of {divisor}, in proportion to the median image "
                              f"{med}) whose {what} with batch {min_batch} fits the budget: "
                              f"{memory(patch, min_batch) / MB:.0f} MB predicted; {larger}"))
-    if section == "test":
-        return entries, patch
     if "batch_size" in cfg.sources:
         entries.append(Entry(section, "batch_size", cfg.batch_size,
                              f"{memory(patch, cfg.batch_size) / MB:.0f} MB predicted", _overrider(cfg, "batch_size")))
@@ -155,10 +153,8 @@ def _sw_entry(section: str, cfg, infer: Callable[[int], int], budget: int, most:
     largest image)."""
     if "sw_batch_size" in cfg.sources:
         return Entry(section, "sw_batch_size", cfg.sw_batch_size, f"{infer(cfg.sw_batch_size) / MB:.0f} MB by the "
-                     f"bound below", _overrider(cfg, "sw_batch_size"))
-    n = 1
-    while n < most and infer(n + 1) <= budget:
-        n += 1
+                     f"sliding-window bound ({what})", _overrider(cfg, "sw_batch_size"))
+    n = fitting.largest_batch(lambda _, k: infer(k), (), budget, 1, most)
     return Entry(section, "sw_batch_size", n,
                  f"windows per sliding-window batch: the most, up to the {most} windows of the largest image, whose "
                  f"bound ({what}: a training step's activations and parameters, plus the whole image's "
