@@ -134,6 +134,8 @@ def write_plan(configs: dict, task, found: dict, gpu_mb: float, gpu_source: str,
               "flags; a value marked [set by ...] is one of those, planned around.",
               "code/plan.py rewrites this file (main.sh 0, and before stage 2 for the searched architecture): to "
               "change a value, set it in a preset or on the command line."]
+    log.info("plan for %.0f MB of GPU memory (%s), %.0f MB of it for a step", gpu_mb, gpu_source,
+             fit.budget_bytes(gpu_mb) / fit.MB)
     text = planning.render(entries, header)
     if not out.is_file() or out.read_text() != text:
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

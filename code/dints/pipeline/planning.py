@@ -256,7 +256,8 @@ def make_plan(fingerprint: dict, configs: dict[str, Any], gpu_mb: float, arch: A
             raise
         # Before the search: too heavy for the GPU only at its heaviest; the searched architecture decides.
         patch = tuple(_eff(retrain, "patch_size", (divisor,) * 3))
-        sized = [Entry("retrain", "patch_size", list(patch), f"smallest step: {err}", _overrider(retrain, "patch_size")),
+        sized = [Entry("retrain", "patch_size", list(patch), f"the smallest step, and over the budget even so ({err})",
+                       _overrider(retrain, "patch_size")),
                  Entry("retrain", "batch_size", _eff(retrain, "batch_size", 2), "the least for retraining",
                        _overrider(retrain, "batch_size"))]
     sized[0].why = f"{about}; {sized[0].why}"
