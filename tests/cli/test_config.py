@@ -11,6 +11,7 @@ import pytest
 
 from config import STAGES, build_parser, load_config, load_fold_configs, read_preset, to_dict
 from dints.errors import ConfigError
+from dints.pipeline import planning
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_OPTIONS = ["--iters", "--warmup_iters", "--EF", "--EP", "--ef_end", "--topology", "--base_lr", "--opset",
@@ -164,18 +165,35 @@ def test_msd_presets_hold_only_what_makes_their_task_differ():
         "Task09_Spleen": ("ct", [-125.0, 275.0], False, [96, 96, 96], 20000),
         "Task10_Colon": ("ct", [-57.0, 175.0], False, [96, 96, 96], 20000),
     }
-    parser = build_parser("search")
     for name, (inten, win, native, patch, iters) in expect.items():
         path = ROOT / "configs" / f"{name}.yaml"
         cfg = load_config(["--config", str(path), "--task", name], "search")
         assert (cfg.intensity, cfg.patch_size, cfg.spacing is None) == (inten, patch, native), name
         assert win is None or cfg.ct_window == win, name
         assert load_config(["--config", str(path), "--task", name], "retrain").iters == iters, name
-        # nothing in the file repeats a default
-        for key, value in read_preset(path, "search", parser).items():
-            assert value != parser.get_default(key), (name, key)
-        for key, value in read_preset(path, "retrain", build_parser("retrain")).items():
-            assert value != build_parser("retrain").get_default(key), (name, key)
+        # nothing in the file repeats a default, but for the paper's values of what the plan would choose instead
+        pinned = {k for keys in planning.KEYS.values() for k in keys} - {"sw_batch_size"}
+        for stage in ("search", "retrain"):
+            p = build_parser(stage)
+            for key, value in read_preset(path, stage, p).items():
+                assert key in pinned or value != p.get_default(key), (name, key)
+
+
+def test_msd_presets_pin_the_paper_over_the_plan(tmp_path):
+    # A plan that would change every result-deciding value it sets: each Decathlon preset keeps the paper's.
+    (tmp_path / "T").mkdir()
+    (tmp_path / "T" / "plan.yaml").write_text(
+        "spacing: [3.0, 3.0, 3.0]\nintensity: zscore_nonzero\nct_window: [0.0, 1.0]\n"
+        "search:\n  patch_size: [64, 64, 64]\n  batch_size: 7\nretrain:\n  patch_size: [64, 64, 64]\n  batch_size: 9\n"
+        "test:\n  patch_size: [64, 64, 64]\n")
+    for path in sorted((ROOT / "configs").glob("Task*.yaml")):
+        with_plan, without = ({s: load_config(["--config", str(path), "--task", "T", "--work_root", str(w)], s)
+                               for s in ("search", "retrain", "test")} for w in (tmp_path, tmp_path / "none"))
+        for s in with_plan:
+            for key in ("spacing", "intensity", "patch_size", "batch_size",
+                        *(["ct_window"] if without[s].intensity == "ct" else [])):  # the window only for CT
+                assert getattr(with_plan[s], key) == getattr(without[s], key), (path.name, s, key)
+        assert (without["search"].batch_size, without["retrain"].batch_size) == (1, 2)
 
 
 def test_a_preset_cannot_say_where(tmp_path):
