@@ -124,7 +124,7 @@ def plan_check(device: str, gpu_mb: float | None, tiny: bool, arch_file: str | N
     """Plan the Task09-like dataset for ``gpu_mb`` and measure one search and one retraining iteration at the
     planned sizes against the predicted peaks (``--tiny``: the tiny preset's network, 4 blocks, 3 levels,
     channel_mul 0.25, for 300 MB, on the CPU when there is no GPU)."""
-    from benchkit import benchmark_arch, stage_options
+    from benchkit import benchmark_arch
     from dints.pipeline import planning
     from dints.space.network_memory import MB, predict, predict_supernet
     from dints.space.opsets import opset_ops
@@ -136,11 +136,13 @@ def plan_check(device: str, gpu_mb: float | None, tiny: bool, arch_file: str | N
     cases, spacing, shape = PLAN_DATASET
     fingerprint = {"cases": [{"spacing": list(spacing), "shape": list(shape)}] * cases,
                    "median": {"nonzero_ratio": 1.0}, "channels": {"0": "CT"}, "intensity": {"0": {"samples": 0}}}
-    preset = "Task09_Spleen"  # its CT window; patches and batches are the plan's
+    from config import load_config
+
+    preset = "Task09_Spleen"  # for the measurements; the plan is made without it (it pins the paper's sizes)
     net = ["--blocks", "4", "--levels", "3"] if tiny else []
     narrow = ["--channel_mul", "0.25"] if tiny else []  # the search's; retraining doubles it
-    configs = {s: stage_options(preset, s, [*SPLEEN, *net, *(narrow if s == "search" else [])])
-               for s in ("search", "retrain", "test")}
+    configs = {s: load_config(["--task", "Benchmark", *SPLEEN, *net, *(narrow if s == "search" else [])], s,
+                              use_plan=False) for s in ("search", "retrain", "test")}
     spec_arch = {"preset": preset, "arch_seed": 0, "search_options": [*SPLEEN, *net, *narrow],
                  **({"arch_file": arch_file} if arch_file else {})}
     arch = benchmark_arch(spec_arch)
