@@ -19,7 +19,6 @@ instead of the heaviest one of the space.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import argparse
@@ -28,7 +27,7 @@ from config import load_config, plan_file, resolve_task
 from dints.data import fingerprint as fp
 from dints.data.msd import check_headers, check_labels
 from dints.errors import ConfigError
-from dints.io import write_json
+from dints.io import atomic_write, write_json
 from dints.pipeline import planning
 from dints.pipeline.cli import cli_main
 from dints.pipeline.stage import init_processes
@@ -107,12 +106,9 @@ def fingerprint(cfg, task, log) -> dict:
 def retrained_arch(cfg, task) -> tuple[object | None, str | None]:
     """The architecture retraining will build: ``--arch`` FILE, else the search run's ``arch.json`` once it exists
     (a baseline is retrained at the searched architecture's sizes); ``(None, None)`` before the search."""
-    from dints.run.layout import baseline_of
-
-    if cfg.arch and not baseline_of(cfg.arch):
-        return read_arch(cfg.arch), str(cfg.arch)
-    searched = layout.search_dir(cfg.work_root, task.name, cfg.mem) / layout.ARCH
-    return (read_arch(searched), str(searched)) if searched.is_file() else (None, None)
+    path = layout.retrain_arch(cfg.work_root, task.name, cfg.mem, cfg.arch)
+    given = cfg.arch and not layout.baseline_of(cfg.arch)  # --arch FILE: read it (missing: read_arch's one line)
+    return (read_arch(path), str(path)) if given or path.is_file() else (None, None)
 
 
 def write_plan(configs: dict, task, found: dict, gpu_mb: float, gpu_source: str, cuda: bool, log) -> Path:
@@ -138,9 +134,7 @@ def write_plan(configs: dict, task, found: dict, gpu_mb: float, gpu_source: str,
              fit.budget_bytes(gpu_mb) / fit.MB)
     text = planning.render(entries, header)
     if not out.is_file() or out.read_text() != text:
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
+        atomic_write(out, lambda tmp: Path(tmp).write_text(text))
         log.info("plan -> %s", out)
     else:
         log.info("plan unchanged: %s", out)

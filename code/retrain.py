@@ -58,9 +58,7 @@ def arch_kind(cfg) -> str:
 
 def arch_path(cfg) -> Path:
     """``--arch`` FILE, else the search run's ``arch.json`` (for a baseline: the space it is drawn in, if any)."""
-    if cfg.arch and not layout.baseline_of(cfg.arch):
-        return Path(cfg.arch)
-    return layout.search_dir(cfg.work_root, cfg.task, cfg.mem) / layout.ARCH
+    return layout.retrain_arch(cfg.work_root, cfg.task, cfg.mem, cfg.arch)
 
 
 def arch_name(cfg) -> str:

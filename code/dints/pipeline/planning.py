@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
@@ -312,14 +311,4 @@ def describe(entries: Sequence[Entry]) -> list[str]:
         where = f"{e.section}: " if e.section else ""
         note = f" [set by {e.overridden_by}]" if e.overridden_by else ""
         out.append(f"{where}{e.key} {_yaml(e.value)}{note}: {e.why}")
-    return out
-
-
-def planned_keys(path: Path) -> dict[str | None, dict[str, Any]]:
-    """A written plan's values by section (None: top level); for tests and tools."""
-    import yaml
-
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    out: dict[str | None, dict[str, Any]] = {None: {k: v for k, v in data.items() if not isinstance(v, dict)}}
-    out.update({k: v for k, v in data.items() if isinstance(v, dict)})
     return out

@@ -67,6 +67,14 @@ def mem_tag(mem: float) -> str:
     return f"{float(mem):g}"
 
 
+def retrain_arch(work_root: str | Path, task: str, mem: float, arch: str | None) -> Path:
+    """The architecture file retraining reads: ``--arch`` FILE, else the search run's ``arch.json`` (also for a
+    baseline: the searched architecture whose space and sizes it takes, if any)."""
+    if arch and not baseline_of(arch):
+        return Path(arch)
+    return search_dir(work_root, task, mem) / ARCH
+
+
 def task_dir(work_root: str | Path, task: str) -> Path:
     """``<work_root>/<task>``: the task's splits, label-check stamp and data cache."""
     return Path(work_root) / task
